@@ -1,0 +1,235 @@
+/**
+ * Command-line parsing and validation for `server.ts`: every value is
+ * checked, and any problem becomes one line that names the option.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import type { LogLevel } from "@logtape/logtape";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
+import denoConfig from "../deno.json" with { type: "json" };
+
+/** The version printed by `--version`. */
+export const VERSION: string = denoConfig.version;
+
+/** Longest timeout accepted, in seconds: timers cannot wait longer than 2^31-1 ms. */
+const MAX_TIMEOUT_SECONDS = 2_147_483;
+
+/** Settings of a server run, validated. */
+export interface CliOptions {
+  host: string;
+  port: number;
+  protocol: "calc" | "echo";
+  maxLineBytes: number;
+  maxConnections: number;
+  idleTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+  /** Listener processes; 0 means one per CPU. */
+  workers: number;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  adminPort: number | undefined;
+}
+
+/** What the command line asks for. */
+export type CliRequest =
+  | { kind: "run"; options: CliOptions }
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "error"; message: string };
+
+export const USAGE =
+  `lineserver ${VERSION}: a concurrent TCP line-protocol server
+
+Usage: deno run --allow-net server.ts [options]
+
+Options:
+  --host HOST               interface to listen on (default 127.0.0.1)
+  --port PORT               TCP port, 0 picks a free one (default 8080)
+  --protocol calc|echo      line protocol to serve (default calc)
+  --max-line-bytes N        longest request line in bytes (default 65536)
+  --max-connections N       most clients served at once (default 10000)
+  --idle-timeout SECONDS    close silent clients after this long, 0 = never (default 300)
+  --shutdown-timeout SECONDS  grace period on SIGINT/SIGTERM (default 2)
+  --log-level LEVEL         debug, info, warning or error (default info)
+  --log-format FORMAT       text or json (default text)
+  --workers N               listeners sharing the port, 0 = one per CPU (default 1)
+  --tls-cert FILE           serve TLS with this PEM certificate (needs --tls-key)
+  --tls-key FILE            PEM private key for --tls-cert
+  --admin-port PORT         HTTP /healthz and /metrics on --host (default off)
+  --help                    print this help and exit
+  --version                 print the version and exit
+
+Signals: SIGINT or SIGTERM drains gracefully; a second one stops at once (exit 1).
+`;
+
+const HINT = "run with --help for usage";
+
+class UsageError extends Error {}
+
+function fail(option: string, expected: string, received: string): never {
+  throw new UsageError(
+    `Invalid value for --${option}: expected ${expected}, received ${
+      JSON.stringify(received)
+    }`,
+  );
+}
+
+function integer(
+  option: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) {
+    fail(option, `an integer from ${min} to ${max}`, text);
+  }
+  return value;
+}
+
+function seconds(option: string, text: string): number {
+  const value = /^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
+  if (!(value >= 0 && value <= MAX_TIMEOUT_SECONDS)) {
+    fail(option, `a number of seconds from 0 to ${MAX_TIMEOUT_SECONDS}`, text);
+  }
+  return Math.round(value * 1000);
+}
+
+function choice<T extends string>(
+  option: string,
+  text: string,
+  choices: readonly T[],
+): T {
+  if (!(choices as readonly string[]).includes(text)) {
+    fail(option, `one of ${choices.join(", ")}`, text);
+  }
+  return text as T;
+}
+
+const STRING = { type: "string" } as const;
+
+/** Turns node's parseArgs errors into one line that names the option. */
+function describeParseError(error: Error & { code?: string }): string {
+  const option = error.message.match(/'(-[^' ]*)/)?.[1];
+  switch (error.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `Unknown option: ${option ?? error.message}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return `Invalid use of option ${option ?? ""}: ${
+        error.message.split(/\.\s|\n/)[0]
+      }`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `Unexpected argument: ${
+        error.message.match(/'([^']*)'/)?.[1] ?? error.message
+      }`;
+    default:
+      return error.message.split("\n")[0];
+  }
+}
+
+/**
+ * Parses and validates `args`.
+ *
+ * @example
+ * ```ts
+ * import { parseCli } from "./cli.ts";
+ * parseCli(["--port", "0"]); // { kind: "run", options: { port: 0, ... } }
+ * parseCli(["--port", "abc"]).kind; // "error"
+ * ```
+ */
+export function parseCli(args: string[]): CliRequest {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        host: STRING,
+        port: STRING,
+        protocol: STRING,
+        "max-line-bytes": STRING,
+        "max-connections": STRING,
+        "idle-timeout": STRING,
+        "shutdown-timeout": STRING,
+        "log-level": STRING,
+        "log-format": STRING,
+        workers: STRING,
+        "tls-cert": STRING,
+        "tls-key": STRING,
+        "admin-port": STRING,
+        help: { type: "boolean" },
+        version: { type: "boolean" },
+      },
+    }));
+  } catch (error) {
+    return {
+      kind: "error",
+      message: `${describeParseError(error as Error)}; ${HINT}`,
+    };
+  }
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  try {
+    const host = values.host ?? "127.0.0.1";
+    if (host === "") fail("host", "a host name or address", host);
+    if (
+      (values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)
+    ) {
+      throw new UsageError(
+        `Option --${
+          values["tls-cert"] === undefined ? "tls-cert" : "tls-key"
+        } is required with --${
+          values["tls-cert"] === undefined ? "tls-key" : "tls-cert"
+        }`,
+      );
+    }
+    const options: CliOptions = {
+      host,
+      port: integer("port", values.port ?? "8080", 0, 65535),
+      protocol: choice(
+        "protocol",
+        values.protocol ?? "calc",
+        ["calc", "echo"] as const,
+      ),
+      maxLineBytes: integer(
+        "max-line-bytes",
+        values["max-line-bytes"] ?? "65536",
+        1,
+        1 << 30,
+      ),
+      maxConnections: integer(
+        "max-connections",
+        values["max-connections"] ?? "10000",
+        1,
+        1_000_000,
+      ),
+      idleTimeoutMs: seconds("idle-timeout", values["idle-timeout"] ?? "300"),
+      shutdownTimeoutMs: seconds(
+        "shutdown-timeout",
+        values["shutdown-timeout"] ?? "2",
+      ),
+      logLevel: choice("log-level", values["log-level"] ?? "info", LOG_LEVELS),
+      logFormat: choice(
+        "log-format",
+        values["log-format"] ?? "text",
+        LOG_FORMATS,
+      ),
+      workers: integer("workers", values.workers ?? "1", 0, 256),
+      tlsCert: values["tls-cert"],
+      tlsKey: values["tls-key"],
+      adminPort: values["admin-port"] === undefined
+        ? undefined
+        : integer("admin-port", values["admin-port"], 0, 65535),
+    };
+    return { kind: "run", options };
+  } catch (error) {
+    if (error instanceof UsageError) {
+      return { kind: "error", message: `${error.message}; ${HINT}` };
+    }
+    throw error;
+  }
+}

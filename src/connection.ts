@@ -1,0 +1,418 @@
+/**
+ * The per-connection handler: owns one socket, its read buffer, its line
+ * decoder and its protocol session, and runs them until the connection ends.
+ *
+ * Data flows one way: socket → {@linkcode LineDecoder} → session → one write
+ * per read. The loop never reads while replies are unwritten, so a client
+ * that does not read its replies is not buffered without bound
+ * (backpressure), and at most one write per connection is ever pending.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
+import type { LineSession } from "./session.ts";
+import type { ConnectionOutcome, ServerMetrics } from "./metrics.ts";
+
+/** Lines the server itself sends, whatever the protocol (without CRLF). */
+export const ServerReplies = {
+  tooManyConnections: "ERROR. Too many connections, try again later",
+  idleTimeout: "<idle timeout: closing connection>",
+  shuttingDown: "<server shutting down>",
+  lineTooLong: (maxLineBytes: number) =>
+    `ERROR. Line too long (max ${maxLineBytes} bytes)`,
+} as const;
+
+/** Settings every connection of a server shares. */
+export interface ConnectionConfig {
+  maxLineBytes: number;
+  /** Close a connection that received nothing for this long; 0 disables. */
+  idleTimeoutMs: number;
+  /** TLS only: drop a client whose handshake has not finished by then. */
+  handshakeTimeoutMs: number;
+  /**
+   * After our FIN, how long to keep reading (and dropping) what the client
+   * still sends before closing. Closing a socket with unread input makes the
+   * kernel send a reset, which can destroy replies the client has not read
+   * yet; waiting for the client's own FIN avoids that.
+   */
+  lingerMs: number;
+  metrics: ServerMetrics;
+  logger: Logger;
+}
+
+/**
+ * Where the handler is, so that events from outside (idle timer, shutdown,
+ * force close) know what they may safely do:
+ * - `starting`: TLS handshake or greeting in progress;
+ * - `reading`: waiting for input with nothing to write (the only state in
+ *   which a line may be written from outside the loop);
+ * - `busy`: answering a read (a session call or a write is in flight);
+ * - `closing`: the final line and FIN are on their way; input is dropped;
+ * - `closed`: the socket is closed.
+ */
+type Phase = "starting" | "reading" | "busy" | "closing" | "closed";
+
+const CRLF = "\r\n";
+const MIN_READ_BUFFER = 1024;
+const MAX_READ_BUFFER = 64 * 1024;
+/** How long a forced close waits for its best-effort shutdown line. */
+const FORCED_LINE_WAIT_MS = 50;
+
+const encoder = new TextEncoder();
+
+/** Errors that mean the peer went away (or we closed the socket under an operation). */
+function isPeerGone(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.UnexpectedEof ||
+    error instanceof Deno.errors.Interrupted ||
+    error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.TimedOut;
+}
+
+function formatAddr(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    return addr.hostname.includes(":")
+      ? `[${addr.hostname}]:${addr.port}`
+      : `${addr.hostname}:${addr.port}`;
+  }
+  return "path" in addr ? addr.path : String(addr.transport);
+}
+
+/** One accepted connection and the task that serves it. */
+export class Connection {
+  /** The peer as `HOST:PORT`, for logs. */
+  readonly peer: string;
+  readonly #conn: Deno.Conn;
+  readonly #session: LineSession | undefined;
+  readonly #decoder: LineDecoder;
+  readonly #config: ConnectionConfig;
+  /** The only line a refused connection gets, else undefined. */
+  readonly #refusal: string | undefined;
+  readonly #tooLongReply: string;
+  readonly #logLines: boolean;
+  readonly #openedAt = Date.now();
+  #buffer = new Uint8Array(MIN_READ_BUFFER);
+  #phase: Phase = "starting";
+  #outcome: ConnectionOutcome = "peer_closed";
+  #lines = 0;
+  /** When the last byte arrived: the idle clock restarts on every read. */
+  #lastReceived = this.#openedAt;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set once the server starts draining; checked at every line boundary. */
+  #draining = false;
+  /** The final line and FIN, when closing began. Never rejects. */
+  #closing: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(
+    conn: Deno.Conn,
+    config: ConnectionConfig,
+    options: { session?: LineSession; refusal?: string },
+  ) {
+    this.#conn = conn;
+    this.#config = config;
+    this.#session = options.session;
+    this.#refusal = options.refusal;
+    this.#decoder = new LineDecoder(config.maxLineBytes);
+    this.#tooLongReply = ServerReplies.lineTooLong(config.maxLineBytes) + CRLF;
+    this.#logLines = config.logger.isEnabledFor("debug");
+    this.peer = formatAddr(conn.remoteAddr);
+  }
+
+  /** How the connection ended (meaningful once {@linkcode run} has resolved). */
+  get outcome(): ConnectionOutcome {
+    return this.#outcome;
+  }
+
+  /** Request lines answered so far. */
+  get lines(): number {
+    return this.#lines;
+  }
+
+  /** Serves the connection to its end. Never rejects: errors end only this connection. */
+  async run(): Promise<ConnectionOutcome> {
+    const { logger, metrics } = this.#config;
+    try {
+      await this.#serve();
+      if (this.#phase === "closing") {
+        await this.#closing;
+        await this.#discardUntilEof();
+      }
+    } catch (error) {
+      this.#onError(error);
+    } finally {
+      this.#phase = "closed";
+      clearTimeout(this.#idleTimer);
+      clearTimeout(this.#lingerTimer);
+      this.#closeSocket();
+    }
+    metrics.connectionsClosed[this.#outcome]++;
+    if (this.#refusal === undefined) {
+      logger.info(
+        "connection closed {peer} after {durationMs} ms, {lines} lines, {reason}",
+        {
+          peer: this.peer,
+          durationMs: Date.now() - this.#openedAt,
+          lines: this.#lines,
+          reason: this.#outcome,
+        },
+      );
+    }
+    return this.#outcome;
+  }
+
+  /**
+   * The server is draining: a connection idle between lines says goodbye
+   * now; one mid-line or answering finishes that first (checked in the loop).
+   */
+  beginShutdown(): void {
+    this.#draining = true;
+    if (this.#phase === "reading" && !this.#decoder.hasPartialLine) {
+      this.#beginClosing("shutdown", ServerReplies.shuttingDown);
+    }
+  }
+
+  /**
+   * Closes at once (shutdown deadline or abort), with a best-effort
+   * shutdown line when nothing else is being written.
+   */
+  async forceClose(): Promise<void> {
+    if (this.#closed) return;
+    if (this.#phase !== "closing") {
+      this.#outcome = "forced";
+      if (this.#phase === "reading") {
+        this.#phase = "closing";
+        const line = encoder.encode(ServerReplies.shuttingDown + CRLF);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          this.#conn.write(line).catch(() => {}),
+          new Promise((resolve) =>
+            timer = setTimeout(resolve, FORCED_LINE_WAIT_MS)
+          ),
+        ]);
+        clearTimeout(timer);
+      }
+    }
+    this.#closeSocket();
+  }
+
+  async #serve(): Promise<void> {
+    if (this.#refusal !== undefined) {
+      this.#beginClosing("refused_busy", this.#refusal);
+      return;
+    }
+    this.#armIdleTimer();
+    if ("handshake" in this.#conn) {
+      await this.#handshake(this.#conn as Deno.TlsConn);
+    }
+    const session = this.#session!;
+    if (session.greeting !== undefined) {
+      await this.#write(session.greeting + CRLF);
+    }
+    const frames: Frame[] = [];
+    while (true) {
+      if (this.#phase === "closing" || this.#closed) return;
+      if (this.#draining && !this.#decoder.hasPartialLine) {
+        this.#beginClosing("shutdown", ServerReplies.shuttingDown);
+        return;
+      }
+      this.#phase = "reading";
+      const n = await this.#conn.read(this.#buffer);
+      // Closing began from outside (idle timeout, shutdown, force) while we waited.
+      if (this.#phase !== "reading") return;
+      this.#phase = "busy";
+      if (n === null) {
+        // The client half-closed: answer a final unterminated line, then close.
+        this.#decoder.finish(frames);
+        const replies = await this.#answer(session, frames);
+        if (session.ended) return this.#beginClosing("quit", replies);
+        if (this.#draining) {
+          return this.#beginClosing(
+            "shutdown",
+            replies + ServerReplies.shuttingDown,
+          );
+        }
+        return this.#beginClosing(
+          "peer_closed",
+          replies === "" ? undefined : replies,
+        );
+      }
+      this.#lastReceived = Date.now();
+      this.#config.metrics.bytesReceived += n;
+      this.#decoder.push(this.#buffer.subarray(0, n), frames);
+      this.#resizeBuffer(n);
+      if (frames.length === 0) continue;
+      const replies = await this.#answer(session, frames);
+      if (session.ended) return this.#beginClosing("quit", replies);
+      await this.#write(replies);
+    }
+  }
+
+  /** Answers every frame in order; stops after a reply that ends the session. */
+  async #answer(session: LineSession, frames: Frame[]): Promise<string> {
+    let replies = "";
+    let answered = 0;
+    for (const frame of frames) {
+      answered++;
+      if (frame === LINE_TOO_LONG) {
+        this.#config.metrics.errors.line_too_long++;
+        replies += this.#tooLongReply;
+        continue;
+      }
+      if (this.#logLines) {
+        this.#config.logger.debug("line from {peer}: {line}", {
+          peer: this.peer,
+          line: frame,
+        });
+      }
+      const reply = session.reply(frame);
+      replies += (typeof reply === "string" ? reply : await reply) + CRLF;
+      if (session.ended) break;
+    }
+    frames.length = 0;
+    this.#lines += answered;
+    this.#config.metrics.linesTotal += answered;
+    return replies;
+  }
+
+  /**
+   * Sends the final text (replies and/or a server line, CRLF added when it
+   * lacks one) and a FIN, then lets {@linkcode run} drop input until the
+   * client closes or the linger time ends.
+   */
+  #beginClosing(outcome: ConnectionOutcome, finalText?: string): void {
+    this.#phase = "closing";
+    this.#outcome = outcome;
+    clearTimeout(this.#idleTimer);
+    const text =
+      finalText === undefined || finalText === "" || finalText.endsWith(CRLF)
+        ? finalText
+        : finalText + CRLF;
+    this.#closing = (async () => {
+      try {
+        if (text) await this.#write(text);
+        await this.#conn.closeWrite();
+      } catch {
+        // The peer is gone or we were forced closed: nothing left to say.
+        this.#closeSocket();
+        return;
+      }
+      this.#lingerTimer = setTimeout(
+        () => this.#closeSocket(),
+        this.#config.lingerMs,
+      );
+    })();
+  }
+
+  async #discardUntilEof(): Promise<void> {
+    while (!this.#closed) {
+      if (await this.#conn.read(this.#buffer) === null) return;
+    }
+  }
+
+  async #write(text: string): Promise<void> {
+    const bytes = encoder.encode(text);
+    let offset = 0;
+    while (offset < bytes.length) {
+      offset += await this.#conn.write(bytes.subarray(offset));
+    }
+    this.#config.metrics.bytesSent += bytes.length;
+  }
+
+  async #handshake(conn: Deno.TlsConn): Promise<void> {
+    const timer = setTimeout(() => {
+      this.#outcome = "handshake_failed";
+      this.#closeSocket();
+    }, this.#config.handshakeTimeoutMs);
+    try {
+      await conn.handshake();
+    } catch (error) {
+      if (!this.#closed) this.#outcome = "handshake_failed";
+      this.#config.metrics.errors.handshake_failed++;
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sizes the read buffer to the traffic: small while idle, larger when reads fill it. */
+  #resizeBuffer(lastRead: number) {
+    const size = this.#buffer.length;
+    if (lastRead === size && size < MAX_READ_BUFFER) {
+      this.#buffer = new Uint8Array(size * 4);
+    } else if (size > MIN_READ_BUFFER && lastRead <= size / 8) {
+      this.#buffer = new Uint8Array(Math.max(MIN_READ_BUFFER, size / 4));
+    }
+  }
+
+  #armIdleTimer() {
+    const timeout = this.#config.idleTimeoutMs;
+    if (timeout > 0) this.#idleTimer = setTimeout(this.#onIdleTimer, timeout);
+  }
+
+  // The timer is re-armed only when it fires, not on every read: reads just
+  // move #lastReceived, which keeps the hot path free of timer work.
+  #onIdleTimer = () => {
+    this.#idleTimer = undefined;
+    const timeout = this.#config.idleTimeoutMs;
+    const idle = Date.now() - this.#lastReceived;
+    if (idle < timeout) {
+      this.#idleTimer = setTimeout(this.#onIdleTimer, timeout - idle);
+      return;
+    }
+    if (this.#phase === "closing" || this.#phase === "closed") return;
+    this.#config.metrics.errors.idle_timeout++;
+    if (this.#phase === "reading") {
+      this.#beginClosing("idle_timeout", ServerReplies.idleTimeout);
+    } else {
+      // A write is stuck behind a client that does not read: nothing more
+      // can be delivered in order, so close without waiting for it.
+      this.#outcome = "idle_timeout";
+      this.#closeSocket();
+    }
+  };
+
+  #onError(error: unknown) {
+    // An operation interrupted by our own close, or a failure after the
+    // final line, changes nothing about how the connection ended.
+    if (this.#closed || this.#phase === "closing") return;
+    const { logger, metrics } = this.#config;
+    if (this.#outcome === "handshake_failed") {
+      logger.debug("TLS handshake with {peer} failed: {error}", {
+        peer: this.peer,
+        error: String(error),
+      });
+    } else if (isPeerGone(error) || error instanceof Deno.errors.InvalidData) {
+      this.#outcome = "reset";
+      metrics.errors.reset++;
+      logger.debug("connection {peer} lost: {error}", {
+        peer: this.peer,
+        error: String(error),
+      });
+    } else {
+      this.#outcome = "fault";
+      metrics.errors.handler_fault++;
+      logger.error("connection {peer} failed: {error}", {
+        peer: this.peer,
+        error: error instanceof Error
+          ? (error.stack ?? String(error))
+          : String(error),
+      });
+    }
+  }
+
+  #closeSocket() {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Log setup: LogTape with one synchronous stderr sink, as text or JSON lines.
+ *
+ * Synchronous writes keep log lines in order with the events and complete
+ * before the process exits (no buffered tail is lost at `Deno.exit`).
+ *
+ * @module
+ */
+import {
+  configureSync,
+  getLogger,
+  type Logger,
+  type LogLevel,
+  type LogRecord,
+  resetSync,
+} from "@logtape/logtape";
+
+/** The `--log-level` choices. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+/** The `--log-format` choices. */
+export const LOG_FORMATS = ["text", "json"] as const;
+
+export type LogFormat = typeof LOG_FORMATS[number];
+
+/** The server's own events. */
+export const serverLogger: Logger = getLogger(["lineserver"]);
+/**
+ * Lines that are printed whatever the log level (`listening on HOST:PORT`),
+ * because scripts and tests read them to find the port.
+ */
+export const announceLogger: Logger = getLogger(["lineserver", "announce"]);
+
+const LEVEL_NAMES: Record<LogLevel, string> = {
+  trace: "TRACE",
+  debug: "DEBUG",
+  info: "INFO",
+  warning: "WARN",
+  error: "ERROR",
+  fatal: "FATAL",
+};
+
+/** Renders the message with its values as plain text (strings unquoted). */
+function renderMessage(record: LogRecord): string {
+  let text = "";
+  for (let i = 0; i < record.message.length; i++) {
+    const part = record.message[i];
+    text += i % 2 === 0 || typeof part === "string"
+      ? String(part)
+      : Deno.inspect(part);
+  }
+  return text;
+}
+
+/** `2026-11-26T02:33:17.123Z INFO  listening on 127.0.0.1:8080` */
+export function formatText(record: LogRecord): string {
+  const time = new Date(record.timestamp).toISOString();
+  return `${time} ${LEVEL_NAMES[record.level].padEnd(5)} ${
+    renderMessage(record)
+  }\n`;
+}
+
+/** One JSON object per line: time, level, logger, message, then the properties. */
+export function formatJson(record: LogRecord): string {
+  return JSON.stringify({
+    time: new Date(record.timestamp).toISOString(),
+    level: record.level,
+    logger: record.category.join("."),
+    message: renderMessage(record),
+    ...record.properties,
+  }) + "\n";
+}
+
+const encoder = new TextEncoder();
+
+function writeStderr(text: string) {
+  let bytes = encoder.encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+}
+
+/**
+ * Routes the `lineserver` loggers to stderr at `level` in `format`.
+ *
+ * @example
+ * ```ts ignore
+ * configureLogging({ level: "info", format: "json" });
+ * ```
+ */
+export function configureLogging(
+  options: { level: LogLevel; format: LogFormat },
+): void {
+  const format = options.format === "json" ? formatJson : formatText;
+  resetSync();
+  configureSync({
+    sinks: { stderr: (record) => writeStderr(format(record)) },
+    loggers: [
+      {
+        category: ["lineserver"],
+        lowestLevel: options.level,
+        sinks: ["stderr"],
+      },
+      {
+        category: ["lineserver", "announce"],
+        lowestLevel: "info",
+        sinks: ["stderr"],
+        parentSinks: "override",
+      },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["stderr"],
+      },
+    ],
+  });
+}

@@ -1,0 +1,112 @@
+/**
+ * Counters and gauges, kept where the events happen and rendered in the
+ * Prometheus text format for the admin endpoint.
+ *
+ * @module
+ */
+
+/** How a connection ended; also the `outcome` label of `lineserver_connections_total`. */
+export type ConnectionOutcome =
+  | "quit"
+  | "peer_closed"
+  | "idle_timeout"
+  | "shutdown"
+  | "forced"
+  | "reset"
+  | "fault"
+  | "refused_busy"
+  | "handshake_failed";
+
+/** The `kind` label of `lineserver_errors_total`. */
+export type ErrorKind =
+  | "line_too_long"
+  | "refused_busy"
+  | "idle_timeout"
+  | "reset"
+  | "handler_fault"
+  | "handshake_failed";
+
+const OUTCOMES: readonly ConnectionOutcome[] = [
+  "quit",
+  "peer_closed",
+  "idle_timeout",
+  "shutdown",
+  "forced",
+  "reset",
+  "fault",
+  "refused_busy",
+  "handshake_failed",
+];
+const ERROR_KINDS: readonly ErrorKind[] = [
+  "line_too_long",
+  "refused_busy",
+  "idle_timeout",
+  "reset",
+  "handler_fault",
+  "handshake_failed",
+];
+
+/**
+ * A server's metrics. Plain fields: incrementing one is as cheap as the
+ * event it counts, so the hot path pays nothing noticeable.
+ *
+ * @example
+ * ```ts
+ * import { ServerMetrics } from "./metrics.ts";
+ * const metrics = new ServerMetrics();
+ * metrics.linesTotal += 3;
+ * metrics.render().includes("lineserver_lines_total 3"); // true
+ * ```
+ */
+export class ServerMetrics {
+  /** Connections currently holding a slot. */
+  connectionsActive = 0;
+  /** Request lines answered (too-long lines included). */
+  linesTotal = 0;
+  bytesReceived = 0;
+  bytesSent = 0;
+  /** 1 from the first shutdown signal on. */
+  draining = 0;
+  readonly connectionsClosed: Record<ConnectionOutcome, number> = zeroed(
+    OUTCOMES,
+  );
+  readonly errors: Record<ErrorKind, number> = zeroed(ERROR_KINDS);
+
+  /** The Prometheus text exposition of every metric. */
+  render(): string {
+    const lines = [
+      "# HELP lineserver_connections_active Connections currently open (holding a slot).",
+      "# TYPE lineserver_connections_active gauge",
+      `lineserver_connections_active ${this.connectionsActive}`,
+      "# HELP lineserver_connections_total Connections ended, by how they ended.",
+      "# TYPE lineserver_connections_total counter",
+      ...OUTCOMES.map((o) =>
+        `lineserver_connections_total{outcome="${o}"} ${
+          this.connectionsClosed[o]
+        }`
+      ),
+      "# HELP lineserver_lines_total Request lines answered.",
+      "# TYPE lineserver_lines_total counter",
+      `lineserver_lines_total ${this.linesTotal}`,
+      "# HELP lineserver_errors_total Errors, by kind.",
+      "# TYPE lineserver_errors_total counter",
+      ...ERROR_KINDS.map((k) =>
+        `lineserver_errors_total{kind="${k}"} ${this.errors[k]}`
+      ),
+      "# HELP lineserver_bytes_received_total Bytes read from clients.",
+      "# TYPE lineserver_bytes_received_total counter",
+      `lineserver_bytes_received_total ${this.bytesReceived}`,
+      "# HELP lineserver_bytes_sent_total Bytes written to clients.",
+      "# TYPE lineserver_bytes_sent_total counter",
+      `lineserver_bytes_sent_total ${this.bytesSent}`,
+      "# HELP lineserver_draining 1 while the server is shutting down.",
+      "# TYPE lineserver_draining gauge",
+      `lineserver_draining ${this.draining}`,
+    ];
+    return lines.join("\n") + "\n";
+  }
+}
+
+function zeroed<K extends string>(keys: readonly K[]): Record<K, number> {
+  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+}
