@@ -1,10 +1,11 @@
 /**
  * The lineserver command: `deno run --allow-net server.ts [options]`.
  *
- * Parses the command line, sets up logging, starts the server, wires the
- * shutdown signals and reports how it ended. Exit codes: 0 after a graceful
- * shutdown, 1 when it could not start or was stopped by a second signal,
- * 2 for bad options or unusable TLS files.
+ * Parses the command line, sets up logging, starts the server (or a pool of
+ * workers sharing the port), the optional admin endpoint, wires the shutdown
+ * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
+ * 1 when it could not start or was stopped by a second signal; 2 for bad
+ * options or unusable TLS files.
  *
  * @module
  */
@@ -14,22 +15,46 @@ import {
   configureLogging,
   serverLogger,
 } from "./src/logging.ts";
-import { builtinProtocols, type LineServer, startServer } from "./mod.ts";
+import {
+  builtinProtocols,
+  type ServerOptions,
+  type ShutdownSummary,
+  startServer,
+} from "./mod.ts";
+import { WorkerPool, WorkerStartError } from "./src/cluster.ts";
+import { type AdminServer, startAdminServer } from "./src/admin.ts";
 import { onShutdownSignals } from "./signals.ts";
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
 
-function die(message: string, code: number): never {
-  console.error(`lineserver: ${message}`);
-  Deno.exit(code);
+/** What server.ts runs: one LineServer, or a WorkerPool of them. */
+interface Service {
+  readonly addr: Deno.NetAddr;
+  readonly draining: boolean;
+  readonly finished: Promise<ShutdownSummary>;
+  shutdown(): Promise<ShutdownSummary>;
+  abort(): Promise<ShutdownSummary>;
+  metricsText(): string;
+}
+
+class StartError extends Error {
+  constructor(message: string, readonly exitCode: number) {
+    super(message);
+  }
 }
 
 function formatHost(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Reads the TLS files, or exits 2 with one line before anything listens. */
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split(
+    "\n",
+  )[0];
+}
+
+/** Reads the TLS files; a problem is a usage error, reported before anything listens. */
 function readTlsFiles(
   options: CliOptions,
 ): { cert: string; key: string } | undefined {
@@ -40,10 +65,8 @@ function readTlsFiles(
     try {
       return Deno.readTextFileSync(path);
     } catch (error) {
-      die(
-        `Cannot read --${option} ${path}: ${
-          (error as Error).message.split("\n")[0]
-        }`,
+      throw new StartError(
+        `Cannot read --${option} ${path}: ${firstLine(error)}`,
         EXIT_USAGE,
       );
     }
@@ -54,34 +77,100 @@ function readTlsFiles(
   };
 }
 
-async function listen(options: CliOptions): Promise<LineServer> {
+function listenError(
+  options: CliOptions,
+  error: unknown,
+  addrInUse: boolean,
+  tls: boolean,
+): StartError {
+  const where = formatHost(options.host, options.port);
+  if (addrInUse) {
+    return new StartError(
+      `Cannot listen on ${where}: address already in use`,
+      EXIT_FAILURE,
+    );
+  }
+  // A certificate or key problem surfaces when the TLS listener is created.
+  if (tls && !(error instanceof Deno.errors.NotCapable)) {
+    return new StartError(
+      `Cannot use --tls-cert/--tls-key: ${firstLine(error)}`,
+      EXIT_USAGE,
+    );
+  }
+  return new StartError(
+    `Cannot listen on ${where}: ${firstLine(error)}`,
+    EXIT_FAILURE,
+  );
+}
+
+async function startService(options: CliOptions): Promise<Service> {
   const tls = readTlsFiles(options);
+  const serverOptions: ServerOptions = {
+    hostname: options.host,
+    port: options.port,
+    maxLineBytes: options.maxLineBytes,
+    maxConnections: options.maxConnections,
+    idleTimeoutMs: options.idleTimeoutMs,
+    shutdownTimeoutMs: options.shutdownTimeoutMs,
+    tls,
+  };
+  const workers = options.workers === 0
+    ? navigator.hardwareConcurrency
+    : options.workers;
+  if (workers === 1) {
+    try {
+      const server = await startServer({
+        ...serverOptions,
+        protocol: builtinProtocols[options.protocol],
+      });
+      return Object.assign(server, {
+        metricsText: () => server.metrics.render(),
+      });
+    } catch (error) {
+      throw listenError(
+        options,
+        error,
+        error instanceof Deno.errors.AddrInUse,
+        tls !== undefined,
+      );
+    }
+  }
+  const here = new URL(".", import.meta.url);
+  if (
+    here.protocol === "file:" &&
+    Deno.permissions.querySync({ name: "read", path: here }).state !== "granted"
+  ) {
+    throw new StartError(
+      `Option --workers ${options.workers} needs --allow-read=${here.pathname} (Deno loads worker modules from disk); run with --help for usage`,
+      EXIT_USAGE,
+    );
+  }
   try {
-    return await startServer({
-      hostname: options.host,
-      port: options.port,
-      protocol: builtinProtocols[options.protocol],
-      maxLineBytes: options.maxLineBytes,
-      maxConnections: options.maxConnections,
-      idleTimeoutMs: options.idleTimeoutMs,
-      shutdownTimeoutMs: options.shutdownTimeoutMs,
-      tls,
+    const pool = await WorkerPool.start({
+      count: workers,
+      protocol: options.protocol,
+      server: serverOptions,
+      logLevel: options.logLevel,
+      logFormat: options.logFormat,
     });
+    let lastMetrics = "";
+    return {
+      addr: pool.addr,
+      get draining() {
+        return pool.draining;
+      },
+      finished: pool.finished,
+      shutdown: () => pool.shutdown(),
+      abort: () => pool.abort(),
+      // Worker counters arrive asynchronously: answer with the latest sum and refresh it.
+      metricsText() {
+        pool.metrics().then((m) => lastMetrics = m.render(), () => {});
+        return lastMetrics;
+      },
+    };
   } catch (error) {
-    const where = formatHost(options.host, options.port);
-    if (error instanceof Deno.errors.AddrInUse) {
-      die(`Cannot listen on ${where}: address already in use`, EXIT_FAILURE);
-    }
-    const reason = (error as Error).message.split("\n")[0];
-    // A certificate/key problem surfaces when the TLS listener is created.
-    if (
-      tls !== undefined &&
-      !(error instanceof Deno.errors.PermissionDenied ||
-        error instanceof Deno.errors.NotCapable)
-    ) {
-      die(`Cannot use --tls-cert/--tls-key: ${reason}`, EXIT_USAGE);
-    }
-    die(`Cannot listen on ${where}: ${reason}`, EXIT_FAILURE);
+    const addrInUse = error instanceof WorkerStartError && error.addrInUse;
+    throw listenError(options, error, addrInUse, tls !== undefined);
   }
 }
 
@@ -101,39 +190,72 @@ export async function main(args: string[]): Promise<number> {
   }
   const options = request.options;
   configureLogging({ level: options.logLevel, format: options.logFormat });
-  const server = await listen(options);
-  const address = formatHost(server.addr.hostname, server.addr.port);
+  let service: Service;
+  try {
+    service = await startService(options);
+  } catch (error) {
+    if (!(error instanceof StartError)) throw error;
+    console.error(`lineserver: ${error.message}`);
+    return error.exitCode;
+  }
+  const address = formatHost(service.addr.hostname, service.addr.port);
   announceLogger.info(`listening on ${address}`, {
     address,
     protocol: options.protocol,
+    workers: options.workers === 0
+      ? navigator.hardwareConcurrency
+      : options.workers,
     maxLineBytes: options.maxLineBytes,
     maxConnections: options.maxConnections,
     idleTimeoutSeconds: options.idleTimeoutMs / 1000,
     shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
     tls: options.tlsCert !== undefined,
   });
+  let admin: AdminServer | undefined;
+  if (options.adminPort !== undefined) {
+    try {
+      admin = startAdminServer({
+        hostname: options.host,
+        port: options.adminPort,
+        isDraining: () => service.draining,
+        renderMetrics: () => service.metricsText(),
+      });
+    } catch (error) {
+      console.error(
+        `lineserver: Cannot listen on ${
+          formatHost(options.host, options.adminPort)
+        } (--admin-port): ${firstLine(error)}`,
+      );
+      await service.abort();
+      return EXIT_FAILURE;
+    }
+    const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
+    announceLogger.info(`admin listening on ${adminAddress}`, {
+      address: adminAddress,
+    });
+  }
   let exitCode = 0;
   using _signals = onShutdownSignals({
     graceful(signal) {
       serverLogger.info(
-        "{signal} received: draining {connections} connections (timeout {timeoutSeconds} s)",
+        "{signal} received: draining (timeout {timeoutSeconds} s)",
         {
           signal,
-          connections: server.activeConnections,
           timeoutSeconds: options.shutdownTimeoutMs / 1000,
         },
       );
-      server.shutdown();
+      service.shutdown();
     },
     immediate(signal) {
       serverLogger.warn("{signal} received again: closing everything now", {
         signal,
       });
       exitCode = EXIT_FAILURE;
-      server.abort();
+      service.abort();
     },
   });
-  const summary = await server.finished;
+  const summary = await service.finished;
+  await admin?.shutdown();
   serverLogger.info(
     "shutdown complete: {served} connections served, {closedGracefully} closed gracefully, {closedByForce} closed by force",
     { ...summary },

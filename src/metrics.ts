@@ -46,6 +46,17 @@ const ERROR_KINDS: readonly ErrorKind[] = [
   "handshake_failed",
 ];
 
+/** The values of a {@linkcode ServerMetrics}, as plain data. */
+export interface MetricsSnapshot {
+  connectionsActive: number;
+  linesTotal: number;
+  bytesReceived: number;
+  bytesSent: number;
+  draining: number;
+  connectionsClosed: Record<ConnectionOutcome, number>;
+  errors: Record<ErrorKind, number>;
+}
+
 /**
  * A server's metrics. Plain fields: incrementing one is as cheap as the
  * event it counts, so the hot path pays nothing noticeable.
@@ -71,6 +82,32 @@ export class ServerMetrics {
     OUTCOMES,
   );
   readonly errors: Record<ErrorKind, number> = zeroed(ERROR_KINDS);
+
+  /** A plain copy of every value, to send between workers. */
+  snapshot(): MetricsSnapshot {
+    return {
+      connectionsActive: this.connectionsActive,
+      linesTotal: this.linesTotal,
+      bytesReceived: this.bytesReceived,
+      bytesSent: this.bytesSent,
+      draining: this.draining,
+      connectionsClosed: { ...this.connectionsClosed },
+      errors: { ...this.errors },
+    };
+  }
+
+  /** Adds another server's values into these (for one view over all workers). */
+  add(other: MetricsSnapshot): void {
+    this.connectionsActive += other.connectionsActive;
+    this.linesTotal += other.linesTotal;
+    this.bytesReceived += other.bytesReceived;
+    this.bytesSent += other.bytesSent;
+    this.draining = Math.max(this.draining, other.draining);
+    for (const o of OUTCOMES) {
+      this.connectionsClosed[o] += other.connectionsClosed[o];
+    }
+    for (const k of ERROR_KINDS) this.errors[k] += other.errors[k];
+  }
 
   /** The Prometheus text exposition of every metric. */
   render(): string {

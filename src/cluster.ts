@@ -1,0 +1,203 @@
+/**
+ * `--workers N`: N listeners share one port (Linux `SO_REUSEPORT`), each in
+ * its own Deno Worker with its own event loop, so the kernel spreads
+ * connections over all cores. The main thread only supervises: it starts the
+ * workers, relays shutdown and abort, and adds up their summaries and metrics.
+ *
+ * @module
+ */
+import type { ServerOptions, ShutdownSummary } from "./line_server.ts";
+import { type MetricsSnapshot, ServerMetrics } from "./metrics.ts";
+import type { LogFormat } from "./logging.ts";
+import type { LogLevel } from "@logtape/logtape";
+
+/** What the main thread tells a worker. */
+export type ToWorker =
+  | {
+    type: "start";
+    protocol: "calc" | "echo";
+    options: Omit<ServerOptions, "protocol" | "logger" | "metrics">;
+    logLevel: LogLevel;
+    logFormat: LogFormat;
+  }
+  | { type: "shutdown" }
+  | { type: "abort" }
+  | { type: "metrics"; id: number };
+
+/** What a worker tells the main thread. */
+export type FromWorker =
+  | { type: "listening"; addr: Deno.NetAddr }
+  | { type: "failed"; error: string; addrInUse: boolean }
+  | { type: "finished"; summary: ShutdownSummary }
+  | { type: "metrics"; id: number; snapshot: MetricsSnapshot };
+
+/** Options of {@linkcode startWorkers}. */
+export interface WorkerPoolOptions {
+  count: number;
+  protocol: "calc" | "echo";
+  server: Omit<ServerOptions, "protocol" | "logger" | "metrics" | "reusePort">;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+/** Thrown when a worker cannot bind; `addrInUse` tells the usual reason. */
+export class WorkerStartError extends Error {
+  constructor(message: string, readonly addrInUse: boolean) {
+    super(message);
+  }
+}
+
+/** One worker thread and the messages it sends. */
+class WorkerHandle {
+  readonly worker: Worker;
+  readonly #waiters = new Map<string, (message: FromWorker) => void>();
+
+  constructor() {
+    this.worker = new Worker(
+      new URL("./cluster_worker.ts", import.meta.url).href,
+      {
+        type: "module",
+      },
+    );
+    this.worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      const message = event.data;
+      const key = message.type === "metrics"
+        ? `metrics:${message.id}`
+        : message.type;
+      const waiter = this.#waiters.get(key) ??
+        (message.type === "failed"
+          ? this.#waiters.get("listening")
+          : undefined);
+      this.#waiters.delete(key);
+      waiter?.(message);
+    };
+    // A worker that dies must not leave the supervisor waiting forever.
+    this.worker.onerror = (event) => {
+      event.preventDefault();
+      console.error(`lineserver: worker failed: ${event.message}`);
+      const failed = this.#waiters.get("listening");
+      failed?.({ type: "failed", error: event.message, addrInUse: false });
+      const finished = this.#waiters.get("finished");
+      finished?.({
+        type: "finished",
+        summary: { served: 0, closedGracefully: 0, closedByForce: 0 },
+      });
+      this.#waiters.clear();
+    };
+  }
+
+  /** Waits for the next message of `type` (a failed start also answers "listening"). */
+  next(key: string): Promise<FromWorker> {
+    return new Promise((resolve) => this.#waiters.set(key, resolve));
+  }
+
+  send(message: ToWorker) {
+    this.worker.postMessage(message);
+  }
+}
+
+/** N workers serving one port; the same surface as a LineServer for server.ts. */
+export class WorkerPool {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<ShutdownSummary>;
+  readonly #workers: WorkerHandle[];
+  #stopping: Promise<ShutdownSummary> | undefined;
+  #nextMetricsId = 0;
+
+  private constructor(addr: Deno.NetAddr, workers: WorkerHandle[]) {
+    this.addr = addr;
+    this.#workers = workers;
+    const summaries = workers.map((w) => w.next("finished"));
+    this.finished = Promise.all(summaries).then((messages) => {
+      for (const w of workers) w.worker.terminate();
+      const total: ShutdownSummary = {
+        served: 0,
+        closedGracefully: 0,
+        closedByForce: 0,
+      };
+      for (const m of messages) {
+        if (m.type !== "finished") continue;
+        total.served += m.summary.served;
+        total.closedGracefully += m.summary.closedGracefully;
+        total.closedByForce += m.summary.closedByForce;
+      }
+      return total;
+    });
+  }
+
+  /**
+   * Starts the workers. The first binds the requested port (0 picks one);
+   * the others join it on that port, so port 0 works here too.
+   */
+  static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
+    const workers: WorkerHandle[] = [];
+    // The limit is per process in the kernel's view; split it evenly.
+    const maxConnections = Math.ceil(
+      (options.server.maxConnections ?? 10000) / options.count,
+    );
+    let addr: Deno.NetAddr | undefined;
+    try {
+      for (let i = 0; i < options.count; i++) {
+        const handle = new WorkerHandle();
+        workers.push(handle);
+        const ready = handle.next("listening");
+        handle.send({
+          type: "start",
+          protocol: options.protocol,
+          options: {
+            ...options.server,
+            port: addr?.port ?? options.server.port,
+            maxConnections,
+            reusePort: true,
+          },
+          logLevel: options.logLevel,
+          logFormat: options.logFormat,
+        });
+        const message = await ready;
+        if (message.type === "failed") {
+          throw new WorkerStartError(message.error, message.addrInUse);
+        }
+        if (message.type === "listening") addr ??= message.addr;
+      }
+    } catch (error) {
+      for (const w of workers) w.worker.terminate();
+      throw error;
+    }
+    return new WorkerPool(addr!, workers);
+  }
+
+  /** True from the start of a shutdown on. */
+  get draining(): boolean {
+    return this.#stopping !== undefined;
+  }
+
+  /** Graceful shutdown of every worker (each drains as a LineServer does). */
+  shutdown(): Promise<ShutdownSummary> {
+    if (this.#stopping === undefined) {
+      for (const w of this.#workers) w.send({ type: "shutdown" });
+      this.#stopping = this.finished;
+    }
+    return this.#stopping;
+  }
+
+  /** Closes everything in every worker at once. */
+  abort(): Promise<ShutdownSummary> {
+    this.#stopping ??= this.finished;
+    for (const w of this.#workers) w.send({ type: "abort" });
+    return this.#stopping;
+  }
+
+  /** The sum of every worker's metrics. */
+  async metrics(): Promise<ServerMetrics> {
+    const id = this.#nextMetricsId++;
+    const replies = await Promise.all(this.#workers.map((w) => {
+      const reply = w.next(`metrics:${id}`);
+      w.send({ type: "metrics", id });
+      return reply;
+    }));
+    const total = new ServerMetrics();
+    for (const r of replies) if (r.type === "metrics") total.add(r.snapshot);
+    total.draining = this.draining ? 1 : 0;
+    return total;
+  }
+}

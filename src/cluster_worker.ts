@@ -1,0 +1,62 @@
+/**
+ * The entry point of one `--workers` thread: runs a LineServer on the shared
+ * port and answers the supervisor's messages (see cluster.ts).
+ *
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { startServer } from "./line_server.ts";
+import { calculatorProtocol } from "./calculator.ts";
+import { echoProtocol } from "../protocol.ts";
+import { configureLogging } from "./logging.ts";
+import type { FromWorker, ToWorker } from "./cluster.ts";
+import type { LineServer } from "./line_server.ts";
+
+let server: LineServer | undefined;
+
+function send(message: FromWorker) {
+  self.postMessage(message);
+}
+
+self.onmessage = async (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  switch (message.type) {
+    case "start": {
+      configureLogging({ level: message.logLevel, format: message.logFormat });
+      try {
+        server = await startServer({
+          ...message.options,
+          protocol: message.protocol === "echo"
+            ? echoProtocol
+            : calculatorProtocol,
+        });
+      } catch (error) {
+        send({
+          type: "failed",
+          error: (error as Error).message.split("\n")[0],
+          addrInUse: error instanceof Deno.errors.AddrInUse,
+        });
+        return;
+      }
+      send({ type: "listening", addr: server.addr });
+      const summary = await server.finished;
+      send({ type: "finished", summary });
+      return;
+    }
+    case "shutdown":
+      server?.shutdown();
+      return;
+    case "abort":
+      server?.abort();
+      return;
+    case "metrics":
+      if (server) {
+        send({
+          type: "metrics",
+          id: message.id,
+          snapshot: server.metrics.snapshot(),
+        });
+      }
+      return;
+  }
+};
