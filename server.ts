@@ -24,6 +24,7 @@ import {
 import { WorkerPool, WorkerStartError } from "./src/cluster.ts";
 import { type AdminServer, startAdminServer } from "./src/admin.ts";
 import { onShutdownSignals } from "./signals.ts";
+import { validateTlsPair } from "./src/tls_listener.ts";
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
@@ -35,7 +36,7 @@ interface Service {
   readonly finished: Promise<ShutdownSummary>;
   shutdown(): Promise<ShutdownSummary>;
   abort(): Promise<ShutdownSummary>;
-  metricsText(): string;
+  metricsText(): string | Promise<string>;
 }
 
 class StartError extends Error {
@@ -71,30 +72,31 @@ function readTlsFiles(
       );
     }
   };
-  return {
+  const tls = {
     cert: read("tls-cert", options.tlsCert),
     key: read("tls-key", options.tlsKey),
   };
+  try {
+    validateTlsPair(tls.cert, tls.key);
+  } catch (error) {
+    throw new StartError(
+      `Cannot use --tls-cert/--tls-key: ${firstLine(error)}`,
+      EXIT_USAGE,
+    );
+  }
+  return tls;
 }
 
 function listenError(
   options: CliOptions,
   error: unknown,
   addrInUse: boolean,
-  tls: boolean,
 ): StartError {
   const where = formatHost(options.host, options.port);
   if (addrInUse) {
     return new StartError(
       `Cannot listen on ${where}: address already in use`,
       EXIT_FAILURE,
-    );
-  }
-  // A certificate or key problem surfaces when the TLS listener is created.
-  if (tls && !(error instanceof Deno.errors.NotCapable)) {
-    return new StartError(
-      `Cannot use --tls-cert/--tls-key: ${firstLine(error)}`,
-      EXIT_USAGE,
     );
   }
   return new StartError(
@@ -131,9 +133,14 @@ async function startService(options: CliOptions): Promise<Service> {
         options,
         error,
         error instanceof Deno.errors.AddrInUse,
-        tls !== undefined,
       );
     }
+  }
+  if (tls !== undefined) {
+    throw new StartError(
+      "Option --workers cannot be combined with --tls-cert (TLS is served by one worker); run with --help for usage",
+      EXIT_USAGE,
+    );
   }
   const here = new URL(".", import.meta.url);
   if (
@@ -153,7 +160,6 @@ async function startService(options: CliOptions): Promise<Service> {
       logLevel: options.logLevel,
       logFormat: options.logFormat,
     });
-    let lastMetrics = "";
     return {
       addr: pool.addr,
       get draining() {
@@ -162,15 +168,11 @@ async function startService(options: CliOptions): Promise<Service> {
       finished: pool.finished,
       shutdown: () => pool.shutdown(),
       abort: () => pool.abort(),
-      // Worker counters arrive asynchronously: answer with the latest sum and refresh it.
-      metricsText() {
-        pool.metrics().then((m) => lastMetrics = m.render(), () => {});
-        return lastMetrics;
-      },
+      metricsText: async () => (await pool.metrics()).render(),
     };
   } catch (error) {
     const addrInUse = error instanceof WorkerStartError && error.addrInUse;
-    throw listenError(options, error, addrInUse, tls !== undefined);
+    throw listenError(options, error, addrInUse);
   }
 }
 
@@ -199,18 +201,29 @@ export async function main(args: string[]): Promise<number> {
     return error.exitCode;
   }
   const address = formatHost(service.addr.hostname, service.addr.port);
-  announceLogger.info(`listening on ${address}`, {
-    address,
+  const workers = options.workers === 0
+    ? navigator.hardwareConcurrency
+    : options.workers;
+  const limits = {
     protocol: options.protocol,
-    workers: options.workers === 0
-      ? navigator.hardwareConcurrency
-      : options.workers,
+    workers,
     maxLineBytes: options.maxLineBytes,
     maxConnections: options.maxConnections,
     idleTimeoutSeconds: options.idleTimeoutMs / 1000,
     shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
     tls: options.tlsCert !== undefined,
-  });
+  };
+  // The address is followed by a space, so `listening on (\S+):(\d+)` finds
+  // the right port even in a JSON line.
+  announceLogger.info(
+    `listening on ${address} (protocol ${limits.protocol}, ${workers} worker${
+      workers === 1 ? "" : "s"
+    }, ` +
+      `max line ${limits.maxLineBytes} bytes, max connections ${limits.maxConnections}, ` +
+      `idle timeout ${limits.idleTimeoutSeconds} s, shutdown timeout ${limits.shutdownTimeoutSeconds} s` +
+      `${limits.tls ? ", TLS" : ""})`,
+    { address, ...limits },
+  );
   let admin: AdminServer | undefined;
   if (options.adminPort !== undefined) {
     try {
@@ -230,9 +243,10 @@ export async function main(args: string[]): Promise<number> {
       return EXIT_FAILURE;
     }
     const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
-    announceLogger.info(`admin listening on ${adminAddress}`, {
-      address: adminAddress,
-    });
+    announceLogger.info(
+      `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
+      { address: adminAddress },
+    );
   }
   let exitCode = 0;
   using _signals = onShutdownSignals({

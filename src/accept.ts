@@ -7,6 +7,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import type { LineConn, LineListener } from "./transport.ts";
 
 /** First and largest pause after a failed accept. */
 const BACKOFF_MIN_MS = 10;
@@ -22,8 +23,8 @@ const BACKOFF_MAX_MS = 1000;
  * }
  * ```
  */
-export async function* acceptConnections<C extends Deno.Conn>(
-  listener: Deno.Listener<C>,
+export async function* acceptConnections<C extends LineConn>(
+  listener: LineListener<C>,
   options: { signal: AbortSignal; logger: Logger },
 ): AsyncGenerator<C, void, void> {
   const { signal, logger } = options;

@@ -18,7 +18,7 @@ export interface AdminServerOptions {
   /** True from the first shutdown signal on: `/healthz` then answers 503. */
   isDraining: () => boolean;
   /** The `/metrics` body, in the Prometheus text format. */
-  renderMetrics: () => string;
+  renderMetrics: () => string | Promise<string>;
   /** Aborting it shuts the admin server down, like `shutdown()`. */
   signal?: AbortSignal;
   /** Called once the listener is bound, with the real address. */
@@ -39,18 +39,22 @@ export interface AdminServer {
 
 const TEXT = "text/plain; charset=utf-8";
 
-function text(body: string, status: number, headers: HeadersInit = {}) {
+function text(
+  body: string,
+  status: number,
+  headers: Record<string, string> = {},
+) {
   return new Response(body, {
     status,
     headers: { "content-type": TEXT, "cache-control": "no-store", ...headers },
   });
 }
 
-/** Answers one admin request; exported for unit tests. */
-export function handleAdminRequest(
+/** Answers one admin request. */
+async function handleAdminRequest(
   request: Request,
   options: Pick<AdminServerOptions, "isDraining" | "renderMetrics">,
-): Response {
+): Promise<Response> {
   const path = new URL(request.url).pathname;
   if (path !== "/healthz" && path !== "/metrics") {
     return text("not found\n", 404);
@@ -62,7 +66,7 @@ export function handleAdminRequest(
   if (path === "/healthz") {
     return options.isDraining() ? text("draining\n", 503) : text("ok\n", 200);
   }
-  return text(options.renderMetrics(), 200, {
+  return text(await options.renderMetrics(), 200, {
     "content-type": METRICS_CONTENT_TYPE,
   });
 }

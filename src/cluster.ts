@@ -103,12 +103,17 @@ export class WorkerPool {
   readonly #workers: WorkerHandle[];
   #stopping: Promise<ShutdownSummary> | undefined;
   #nextMetricsId = 0;
+  /** The latest sum of the workers' metrics. */
+  #lastTotal = new ServerMetrics();
+  /** True once every worker has finished and been terminated. */
+  #terminated = false;
 
   private constructor(addr: Deno.NetAddr, workers: WorkerHandle[]) {
     this.addr = addr;
     this.#workers = workers;
     const summaries = workers.map((w) => w.next("finished"));
     this.finished = Promise.all(summaries).then((messages) => {
+      this.#terminated = true;
       for (const w of workers) w.worker.terminate();
       const total: ShutdownSummary = {
         served: 0,
@@ -189,14 +194,23 @@ export class WorkerPool {
 
   /** The sum of every worker's metrics. */
   async metrics(): Promise<ServerMetrics> {
-    const id = this.#nextMetricsId++;
-    const replies = await Promise.all(this.#workers.map((w) => {
-      const reply = w.next(`metrics:${id}`);
-      w.send({ type: "metrics", id });
-      return reply;
-    }));
+    // Once the workers are gone the last sum stands: a scrape must never hang.
+    if (!this.#terminated) {
+      const id = this.#nextMetricsId++;
+      const ended = this.finished.then(() => undefined);
+      const replies = await Promise.all(this.#workers.map((w) => {
+        const reply = w.next(`metrics:${id}`);
+        w.send({ type: "metrics", id });
+        return Promise.race([reply, ended]);
+      }));
+      if (!replies.includes(undefined)) {
+        const sum = new ServerMetrics();
+        for (const r of replies) if (r?.type === "metrics") sum.add(r.snapshot);
+        this.#lastTotal = sum;
+      }
+    }
     const total = new ServerMetrics();
-    for (const r of replies) if (r.type === "metrics") total.add(r.snapshot);
+    total.add(this.#lastTotal.snapshot());
     total.draining = this.draining ? 1 : 0;
     return total;
   }

@@ -11,8 +11,9 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
-import type { LineSession } from "./session.ts";
+import type { LineProtocol, LineSession } from "./session.ts";
 import type { ConnectionOutcome, ServerMetrics } from "./metrics.ts";
+import type { LineConn } from "./transport.ts";
 
 /** Lines the server itself sends, whatever the protocol (without CRLF). */
 export const ServerReplies = {
@@ -28,8 +29,6 @@ export interface ConnectionConfig {
   maxLineBytes: number;
   /** Close a connection that received nothing for this long; 0 disables. */
   idleTimeoutMs: number;
-  /** TLS only: drop a client whose handshake has not finished by then. */
-  handshakeTimeoutMs: number;
   /**
    * After our FIN, how long to keep reading (and dropping) what the client
    * still sends before closing. Closing a socket with unread input makes the
@@ -44,7 +43,7 @@ export interface ConnectionConfig {
 /**
  * Where the handler is, so that events from outside (idle timer, shutdown,
  * force close) know what they may safely do:
- * - `starting`: TLS handshake or greeting in progress;
+ * - `starting`: the greeting is being written;
  * - `reading`: waiting for input with nothing to write (the only state in
  *   which a line may be written from outside the loop);
  * - `busy`: answering a read (a session call or a write is in flight);
@@ -86,8 +85,8 @@ function formatAddr(addr: Deno.Addr): string {
 export class Connection {
   /** The peer as `HOST:PORT`, for logs. */
   readonly peer: string;
-  readonly #conn: Deno.Conn;
-  readonly #session: LineSession | undefined;
+  readonly #conn: LineConn;
+  readonly #protocol: LineProtocol | undefined;
   readonly #decoder: LineDecoder;
   readonly #config: ConnectionConfig;
   /** The only line a refused connection gets, else undefined. */
@@ -110,13 +109,13 @@ export class Connection {
   #closed = false;
 
   constructor(
-    conn: Deno.Conn,
+    conn: LineConn,
     config: ConnectionConfig,
-    options: { session?: LineSession; refusal?: string },
+    options: { protocol?: LineProtocol; refusal?: string },
   ) {
     this.#conn = conn;
     this.#config = config;
-    this.#session = options.session;
+    this.#protocol = options.protocol;
     this.#refusal = options.refusal;
     this.#decoder = new LineDecoder(config.maxLineBytes);
     this.#tooLongReply = ServerReplies.lineTooLong(config.maxLineBytes) + CRLF;
@@ -207,10 +206,7 @@ export class Connection {
       return;
     }
     this.#armIdleTimer();
-    if ("handshake" in this.#conn) {
-      await this.#handshake(this.#conn as Deno.TlsConn);
-    }
-    const session = this.#session!;
+    const session = this.#protocol!.createSession();
     if (session.greeting !== undefined) {
       await this.#write(session.greeting + CRLF);
     }
@@ -229,7 +225,8 @@ export class Connection {
       if (n === null) {
         // The client half-closed: answer a final unterminated line, then close.
         this.#decoder.finish(frames);
-        const replies = await this.#answer(session, frames);
+        const { replies, fault } = await this.#answer(session, frames);
+        if (fault !== undefined) return this.#fail(fault.error, replies);
         if (session.ended) return this.#beginClosing("quit", replies);
         if (this.#draining) {
           return this.#beginClosing(
@@ -237,31 +234,37 @@ export class Connection {
             replies + ServerReplies.shuttingDown,
           );
         }
-        return this.#beginClosing(
-          "peer_closed",
-          replies === "" ? undefined : replies,
-        );
+        return this.#beginClosing("peer_closed", replies);
       }
       this.#lastReceived = Date.now();
       this.#config.metrics.bytesReceived += n;
       this.#decoder.push(this.#buffer.subarray(0, n), frames);
       this.#resizeBuffer(n);
       if (frames.length === 0) continue;
-      const replies = await this.#answer(session, frames);
+      const { replies, fault } = await this.#answer(session, frames);
+      if (fault !== undefined) return this.#fail(fault.error, replies);
       if (session.ended) return this.#beginClosing("quit", replies);
       await this.#write(replies);
     }
   }
 
-  /** Answers every frame in order; stops after a reply that ends the session. */
-  async #answer(session: LineSession, frames: Frame[]): Promise<string> {
+  /**
+   * Answers every frame in order; stops after a reply that ends the session.
+   * If the session throws, the replies before it are kept (they are owed to
+   * the client) and the error is returned for the caller to close on.
+   */
+  async #answer(
+    session: LineSession,
+    frames: Frame[],
+  ): Promise<{ replies: string; fault?: { error: unknown } }> {
     let replies = "";
     let answered = 0;
+    let fault: { error: unknown } | undefined;
     for (const frame of frames) {
-      answered++;
       if (frame === LINE_TOO_LONG) {
         this.#config.metrics.errors.line_too_long++;
         replies += this.#tooLongReply;
+        answered++;
         continue;
       }
       if (this.#logLines) {
@@ -270,14 +273,26 @@ export class Connection {
           line: frame,
         });
       }
-      const reply = session.reply(frame);
-      replies += (typeof reply === "string" ? reply : await reply) + CRLF;
+      try {
+        const reply = session.reply(frame);
+        replies += (typeof reply === "string" ? reply : await reply) + CRLF;
+      } catch (error) {
+        fault = { error };
+        break;
+      }
+      answered++;
       if (session.ended) break;
     }
     frames.length = 0;
     this.#lines += answered;
     this.#config.metrics.linesTotal += answered;
-    return replies;
+    return fault === undefined ? { replies } : { replies, fault };
+  }
+
+  /** A session threw: log it with its stack, deliver the replies owed so far, close. */
+  #fail(error: unknown, replies: string): void {
+    this.#logFault(error);
+    this.#beginClosing("fault", replies);
   }
 
   /**
@@ -324,22 +339,6 @@ export class Connection {
     this.#config.metrics.bytesSent += bytes.length;
   }
 
-  async #handshake(conn: Deno.TlsConn): Promise<void> {
-    const timer = setTimeout(() => {
-      this.#outcome = "handshake_failed";
-      this.#closeSocket();
-    }, this.#config.handshakeTimeoutMs);
-    try {
-      await conn.handshake();
-    } catch (error) {
-      if (!this.#closed) this.#outcome = "handshake_failed";
-      this.#config.metrics.errors.handshake_failed++;
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   /** Sizes the read buffer to the traffic: small while idle, larger when reads fill it. */
   #resizeBuffer(lastRead: number) {
     const size = this.#buffer.length;
@@ -382,12 +381,7 @@ export class Connection {
     // final line, changes nothing about how the connection ended.
     if (this.#closed || this.#phase === "closing") return;
     const { logger, metrics } = this.#config;
-    if (this.#outcome === "handshake_failed") {
-      logger.debug("TLS handshake with {peer} failed: {error}", {
-        peer: this.peer,
-        error: String(error),
-      });
-    } else if (isPeerGone(error) || error instanceof Deno.errors.InvalidData) {
+    if (isPeerGone(error) || error instanceof Deno.errors.InvalidData) {
       this.#outcome = "reset";
       metrics.errors.reset++;
       logger.debug("connection {peer} lost: {error}", {
@@ -395,15 +389,20 @@ export class Connection {
         error: String(error),
       });
     } else {
-      this.#outcome = "fault";
-      metrics.errors.handler_fault++;
-      logger.error("connection {peer} failed: {error}", {
-        peer: this.peer,
-        error: error instanceof Error
-          ? (error.stack ?? String(error))
-          : String(error),
-      });
+      this.#logFault(error);
     }
+  }
+
+  /** An unexpected exception: counted, logged with its stack; it ends this connection only. */
+  #logFault(error: unknown) {
+    this.#outcome = "fault";
+    this.#config.metrics.errors.handler_fault++;
+    this.#config.logger.error("connection {peer} failed: {error}", {
+      peer: this.peer,
+      error: error instanceof Error
+        ? (error.stack ?? String(error))
+        : String(error),
+    });
   }
 
   #closeSocket() {

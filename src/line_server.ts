@@ -16,6 +16,8 @@ import {
   ServerReplies,
 } from "./connection.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
+import { listenTls } from "./tls_listener.ts";
+import type { LineConn, LineListener } from "./transport.ts";
 import { type ConnectionOutcome, ServerMetrics } from "./metrics.ts";
 
 /** Options of {@linkcode startServer}; every field has the CLI's default. */
@@ -69,7 +71,7 @@ export class LineServer {
   readonly protocol: LineProtocol;
   /** Resolves once the server has stopped, by shutdown or abort. */
   readonly finished: Promise<ShutdownSummary>;
-  readonly #listener: Deno.Listener;
+  readonly #listener: LineListener;
   readonly #config: ConnectionConfig;
   readonly #limit: ConnectionLimit;
   readonly #shutdownTimeoutMs: number;
@@ -86,7 +88,7 @@ export class LineServer {
 
   /** @internal Use {@linkcode startServer}. */
   constructor(
-    listener: Deno.Listener,
+    listener: LineListener,
     options: Required<
       Pick<
         ServerOptions,
@@ -109,7 +111,6 @@ export class LineServer {
     this.#config = {
       maxLineBytes: options.maxLineBytes,
       idleTimeoutMs: options.idleTimeoutMs,
-      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
       lingerMs: LINGER_MS,
       metrics: options.metrics,
       logger: options.logger,
@@ -161,7 +162,7 @@ export class LineServer {
   }
 
   /** Starts the task for one accepted connection, or for its refusal when the server is full. */
-  #handOff(conn: Deno.Conn) {
+  #handOff(conn: LineConn) {
     const { metrics, logger } = this.#config;
     if ("setNoDelay" in conn) {
       // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
@@ -175,7 +176,7 @@ export class LineServer {
       this.#served++;
       metrics.connectionsActive++;
       connection = new Connection(conn, this.#config, {
-        session: this.protocol.createSession(),
+        protocol: this.protocol,
       });
       logger.info("connection opened {peer}", { peer: connection.peer });
     } else {
@@ -279,28 +280,42 @@ export class LineServer {
  * await server.shutdown();
  * ```
  */
-export function startServer(options: ServerOptions = {}): Promise<LineServer> {
+export async function startServer(
+  options: ServerOptions = {},
+): Promise<LineServer> {
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 8080;
   const reusePort = options.reusePort ?? false;
-  const listener: Deno.Listener = options.tls
-    ? Deno.listenTls({
+  const logger = options.logger ?? getLogger(["lineserver"]);
+  const metrics = options.metrics ?? new ServerMetrics();
+  let listener: LineListener;
+  if (options.tls) {
+    if (reusePort) throw new TypeError("Cannot combine TLS with reusePort");
+    listener = await listenTls({
       hostname,
       port,
       cert: options.tls.cert,
       key: options.tls.key,
-      reusePort,
-    })
-    : Deno.listen({ hostname, port, transport: "tcp", reusePort });
-  return Promise.resolve(
-    new LineServer(listener, {
-      protocol: options.protocol ?? calculatorProtocol,
-      maxLineBytes: options.maxLineBytes ?? 65536,
-      maxConnections: options.maxConnections ?? 10000,
-      idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
-      shutdownTimeoutMs: options.shutdownTimeoutMs ?? 2000,
-      logger: options.logger ?? getLogger(["lineserver"]),
-      metrics: options.metrics ?? new ServerMetrics(),
-    }),
-  );
+      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+      onHandshakeFailure(peer, reason) {
+        metrics.errors.handshake_failed++;
+        metrics.connectionsClosed.handshake_failed++;
+        logger.debug("TLS handshake with {peer} failed: {reason}", {
+          peer,
+          reason,
+        });
+      },
+    });
+  } else {
+    listener = Deno.listen({ hostname, port, transport: "tcp", reusePort });
+  }
+  return new LineServer(listener, {
+    protocol: options.protocol ?? calculatorProtocol,
+    maxLineBytes: options.maxLineBytes ?? 65536,
+    maxConnections: options.maxConnections ?? 10000,
+    idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
+    shutdownTimeoutMs: options.shutdownTimeoutMs ?? 2000,
+    logger,
+    metrics,
+  });
 }

@@ -11,7 +11,7 @@ export const SERVER_ENTRY =
   new URL("../../server.ts", import.meta.url).pathname;
 
 /** Matches the server's own listening line, not `admin listening on`. */
-const LISTENING = /(?<!admin )listening on (\S+):(\d+)/;
+const LISTENING = /(?<!admin )listening on (\[[^\]]+\]|[^\s:"]+):(\d+)\D/;
 
 export interface StartOptions {
   /** Extra `deno run` flags before the script, e.g. `--allow-read=cert.pem`. */
