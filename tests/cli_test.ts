@@ -1,0 +1,305 @@
+/**
+ * `server.ts` as a user runs it (a real `deno run` subprocess): options,
+ * exit codes, the listening line, logging, and restarting on the same port.
+ */
+import assert from "node:assert/strict";
+import { delay } from "./support/deadline.ts";
+import { LineClient } from "./support/line_client.ts";
+import { runServerToExit, ServerProcess } from "./support/server_process.ts";
+
+const WELCOME = "<welcome: starting in sum mode>";
+
+/** Non-empty lines of `text`. */
+function linesOf(text: string): string[] {
+  const lines = text.split("\n").map((line) => line.replace(/\r$/, ""));
+  return lines.filter((line) => line.trim() !== "");
+}
+
+/** Fails if `stderr` looks like an uncaught exception or a stack trace. */
+function assertNoStackTrace(stderr: string) {
+  assert.doesNotMatch(
+    stderr,
+    /^\s+at .*:\d+:\d+\)?$/m,
+    `stack trace: ${stderr}`,
+  );
+  assert.doesNotMatch(stderr, /Uncaught/, `uncaught error: ${stderr}`);
+}
+
+/** Stops a server with SIGTERM and asserts it exits with code 0. */
+async function stopGracefully(server: ServerProcess) {
+  server.signal("SIGTERM");
+  const status = await server.waitForExit(10000);
+  assert.equal(status.code, 0, `exit code; stderr:\n${server.stderr}`);
+}
+
+/** Connects, checks the welcome, asks one sum, quits and sees the close. */
+async function oneSession(port: number, request = "1,2,4") {
+  using client = await LineClient.connect(port);
+  assert.equal(await client.readLine(), WELCOME);
+  await client.send(`${request}\n`);
+  await client.readLine();
+  await client.send("quit\n");
+  assert.equal(await client.readLine(), "connection closed");
+  await client.expectClosed();
+  return `127.0.0.1:${client.conn.localAddr.port}`;
+}
+
+Deno.test("cli: --help prints usage on stdout and exits 0", async () => {
+  const { code, stdout } = await runServerToExit(["--help"]);
+  assert.equal(code, 0);
+  assert.match(stdout, /usage/i);
+  for (
+    const option of [
+      "--host",
+      "--port",
+      "--protocol",
+      "--max-line-bytes",
+      "--max-connections",
+      "--idle-timeout",
+      "--shutdown-timeout",
+      "--log-level",
+      "--log-format",
+      "--workers",
+      "--tls-cert",
+      "--tls-key",
+      "--admin-port",
+      "--help",
+      "--version",
+    ]
+  ) {
+    assert.ok(stdout.includes(option), `--help does not mention ${option}`);
+  }
+});
+
+Deno.test("cli: --version prints the package version and exits 0", async () => {
+  const { code, stdout } = await runServerToExit(["--version"]);
+  assert.equal(code, 0);
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  );
+  assert.ok(
+    stdout.includes(config.version),
+    `stdout ${JSON.stringify(stdout)} lacks version ${config.version}`,
+  );
+});
+
+const BAD_ARGS: { args: string[]; names: string }[] = [
+  { args: ["--port", "99999"], names: "port" },
+  { args: ["--port", "abc"], names: "port" },
+  { args: ["--port", "-1"], names: "port" },
+  { args: ["--port=8080.5"], names: "port" },
+  { args: ["--port"], names: "port" },
+  { args: ["--bogus"], names: "bogus" },
+  { args: ["--protocol", "nope"], names: "protocol" },
+  { args: ["--max-line-bytes", "0"], names: "max-line-bytes" },
+  { args: ["--max-line-bytes", "1.5"], names: "max-line-bytes" },
+  { args: ["--idle-timeout", "-1"], names: "idle-timeout" },
+  { args: ["--idle-timeout", "abc"], names: "idle-timeout" },
+  { args: ["--shutdown-timeout", "soon"], names: "shutdown-timeout" },
+  { args: ["--log-level", "loud"], names: "log-level" },
+  { args: ["--log-format", "xml"], names: "log-format" },
+  { args: ["--workers", "-1"], names: "workers" },
+];
+
+for (const { args, names } of BAD_ARGS) {
+  Deno.test(`cli: ${args.join(" ")} is one stderr line and exit 2`, async () => {
+    // If a bad value were wrongly accepted, bind port 0, never the default.
+    const port = names === "port" ? [] : ["--port", "0"];
+    const { code, stdout, stderr } = await runServerToExit([...port, ...args]);
+    assert.equal(code, 2, `exit code; stderr: ${stderr}`);
+    const lines = linesOf(stderr);
+    assert.equal(lines.length, 1, `expected one stderr line, got:\n${stderr}`);
+    assert.ok(lines[0].includes(names), `does not name ${names}: ${lines[0]}`);
+    assert.ok(lines[0].includes("--help"), `no --help hint: ${lines[0]}`);
+    assertNoStackTrace(stderr);
+    assert.doesNotMatch(stdout, /listening on/);
+  });
+}
+
+Deno.test("cli: a port in use is one stderr line and exit 1", async () => {
+  using held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (held.addr as Deno.NetAddr).port;
+  const { code, stderr } = await runServerToExit(["--port", String(port)]);
+  assert.equal(code, 1, `exit code; stderr: ${stderr}`);
+  const lines = linesOf(stderr);
+  assert.equal(lines.length, 1, `expected one stderr line, got:\n${stderr}`);
+  assert.ok(
+    lines[0].includes(String(port)),
+    `does not name the port: ${lines[0]}`,
+  );
+  assertNoStackTrace(stderr);
+});
+
+Deno.test("cli: the listening line appears even at --log-level error", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--log-level",
+    "error",
+  ]);
+  assert.equal(server.host, "127.0.0.1");
+  assert.ok(server.port > 0);
+  const peer = await oneSession(server.port);
+  await stopGracefully(server);
+  // Connection logs are info level: not shown at error level.
+  assert.ok(!server.stderr.includes(peer), server.stderr);
+});
+
+Deno.test("cli: --log-format json writes one JSON object per stderr line", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--log-format",
+    "json",
+    "--log-level",
+    "debug",
+  ]);
+  // Read the port here: the shared helper's `(\S+):(\d+)` is greedy and, on
+  // a JSON line, runs on to the last `"key":digits` of the line.
+  const listening = server.stderr.match(/listening on 127\.0\.0\.1:(\d+)\D/);
+  assert.ok(listening, server.stderr);
+  const port = Number(listening[1]);
+  const peer = await oneSession(port);
+  {
+    // One more connection that is still open at shutdown.
+    using idle = await LineClient.connect(port);
+    assert.equal(await idle.readLine(), WELCOME);
+    server.signal("SIGTERM");
+    assert.equal(await idle.readLine(), "<server shutting down>");
+    await idle.expectClosed();
+  }
+  const status = await server.waitForExit(10000);
+  assert.equal(status.code, 0);
+  const lines = linesOf(server.stderr);
+  assert.ok(lines.length >= 3, server.stderr);
+  for (const line of lines) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      assert.fail(`stderr line is not JSON: ${line}`);
+    }
+    assert.ok(
+      typeof parsed === "object" && parsed !== null && !Array.isArray(parsed),
+      `stderr line is not a JSON object: ${line}`,
+    );
+  }
+  assert.ok(
+    lines.some((line) => line.includes(`listening on 127.0.0.1:${port}`)),
+    "no listening line",
+  );
+  assert.ok(
+    lines.some((line) => line.includes(peer.split(":")[1])),
+    `no line names the peer ${peer}`,
+  );
+});
+
+/** Waits until stderr has a line naming `peer` that says opened, and one that says closed. */
+async function waitForConnectionLogs(server: ServerProcess, peer: string) {
+  const deadline = Date.now() + 5000;
+  while (true) {
+    const named = linesOf(server.stderr).filter((line) => line.includes(peer));
+    const opened = named.find((line) => /open|accept/i.test(line));
+    const closed = named.find((line) =>
+      line !== opened && /clos|\bend|disconnect/i.test(line)
+    );
+    if (opened && closed) return closed;
+    if (Date.now() > deadline) {
+      assert.fail(
+        `no "opened" and "closed" lines naming ${peer}:\n${server.stderr}`,
+      );
+    }
+    await delay(20);
+  }
+}
+
+Deno.test("cli: info level logs connections but not request text", async () => {
+  await using server = await ServerProcess.start(["--port", "0"]);
+  const secret = "7777777,1234567";
+  const peer = await oneSession(server.port, secret);
+  const closed = await waitForConnectionLogs(server, peer);
+  // How it ended, and how many lines (the request and `quit`).
+  assert.match(closed, /\bquit\b/, closed);
+  assert.match(closed, /\b2 lines\b/, closed);
+  await stopGracefully(server);
+  assert.ok(
+    !server.stderr.includes(secret),
+    `request text logged at info:\n${server.stderr}`,
+  );
+});
+
+Deno.test("cli: debug level logs request text", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--log-level",
+    "debug",
+  ]);
+  const secret = "7777777,1234567";
+  const peer = await oneSession(server.port, secret);
+  await waitForConnectionLogs(server, peer);
+  await server.waitForStderr(new RegExp(secret), 5000);
+  await stopGracefully(server);
+});
+
+Deno.test("cli: restart on the same port right after SIGTERM", async () => {
+  let port: number;
+  {
+    await using first = await ServerProcess.start(["--port", "0"]);
+    port = first.port;
+    // The server closes this one first (quit), so its side sits in TIME_WAIT.
+    await oneSession(port);
+    using idle = await LineClient.connect(port);
+    assert.equal(await idle.readLine(), WELCOME);
+    first.signal("SIGTERM");
+    assert.equal(await idle.readLine(), "<server shutting down>");
+    await idle.expectClosed();
+    const status = await first.waitForExit(10000);
+    assert.equal(status.code, 0, first.stderr);
+  }
+  await using second = await ServerProcess.start(["--port", String(port)]);
+  assert.equal(second.port, port);
+  await oneSession(port);
+  await stopGracefully(second);
+});
+
+Deno.test("cli: --protocol echo serves echo", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--protocol",
+    "echo",
+    "--max-line-bytes",
+    "8",
+  ]);
+  using client = await LineClient.connect(server.port);
+  await client.send("hi there\nnine char\n");
+  assert.deepEqual(await client.readLines(2), [
+    "hi there",
+    "ERROR. Line too long (max 8 bytes)",
+  ]);
+  client.close();
+  await stopGracefully(server);
+});
+
+Deno.test("cli: the info start log names address, protocol and limits", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--protocol",
+    "echo",
+    "--max-line-bytes",
+    "43219",
+    "--max-connections",
+    "7651",
+  ]);
+  await stopGracefully(server);
+  // No connection was made: only the start can mention these values.
+  for (const expected of [/\becho\b/, /\b43219\b/, /\b7651\b/]) {
+    assert.match(
+      server.stderr,
+      expected,
+      `start log lacks ${expected}:\n${server.stderr}`,
+    );
+  }
+});

@@ -1,0 +1,385 @@
+/**
+ * Graceful shutdown (SPEC §6). `server.ts` subprocesses receive real SIGTERM
+ * and SIGINT signals; the library's `server.shutdown()` is checked in-process
+ * with exact summary counts.
+ */
+import assert from "node:assert/strict";
+import { type LineProtocol, startServer } from "../mod.ts";
+import { delay, withTimeout } from "./support/deadline.ts";
+import type { LineClient } from "./support/line_client.ts";
+import { ServerProcess } from "./support/server_process.ts";
+import {
+  connectGreeted,
+  expectConnectRefused,
+  SHUTTING_DOWN,
+} from "./support/hardening.ts";
+
+const HOST = "127.0.0.1";
+const BYE = `${SHUTTING_DOWN}\r\n`;
+const sum = (n: number) => `Sum of input integers: '${n}'`;
+/** Time for the server to read bytes we just sent before we signal it. */
+const SETTLE_MS = 200;
+
+/** The shutdown summary line: connections served, closed gracefully, closed by force. */
+const SUMMARY =
+  /(\d+)[^\d\n]*served[^\d\n]*(\d+)[^\d\n]*graceful[^\d\n]*(\d+)[^\d\n]*forc/i;
+
+/** Asserts the summary line's three counts. */
+function assertSummary(
+  stderr: string,
+  expected: { served: number; gracefully: number; byForce: number },
+) {
+  const match = stderr.match(SUMMARY);
+  assert.ok(match, `no shutdown summary in stderr:\n${stderr}`);
+  assert.deepEqual(
+    {
+      served: Number(match[1]),
+      gracefully: Number(match[2]),
+      byForce: Number(match[3]),
+    },
+    expected,
+    match[0],
+  );
+}
+
+/** Sends `request` and asserts the reply line. */
+async function ask(client: LineClient, request: string, expected: string) {
+  await client.send(request);
+  assert.equal(await client.readLine(2000), expected);
+}
+
+/** Starts `server.ts` with `args`, runs `body`, always reaps the process and closes clients. */
+async function withProcess(
+  args: string[],
+  body: (server: ServerProcess, clients: LineClient[]) => Promise<void>,
+) {
+  const server = await ServerProcess.start(["--port", "0", ...args]);
+  const clients: LineClient[] = [];
+  try {
+    await body(server, clients);
+  } finally {
+    for (const client of clients) client.close();
+    await server.stop();
+  }
+}
+
+/** Connects `count` clients (each greeted) into `clients`. */
+async function greetMany(
+  port: number,
+  count: number,
+  clients: LineClient[],
+): Promise<LineClient[]> {
+  const fresh: LineClient[] = [];
+  for (let i = 0; i < count; i++) {
+    const client = await connectGreeted(port);
+    clients.push(client);
+    fresh.push(client);
+  }
+  return fresh;
+}
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`${signal}: idle clients get the shutdown line then EOF; exit 0 with a summary`, async () => {
+    await withProcess(["--shutdown-timeout", "5"], async (server, clients) => {
+      const [idle, served] = await greetMany(server.port, 2, clients);
+      await ask(served, "1,2\n", sum(3));
+      const signalledAt = performance.now();
+      server.signal(signal);
+      assert.equal(await idle.readToEnd(3000), BYE);
+      assert.equal(await served.readToEnd(3000), BYE);
+      const status = await server.waitForExit(5000);
+      const exitAfter = performance.now() - signalledAt;
+      assert.equal(status.code, 0, server.stderr);
+      // Nothing left to drain: the exit must not wait for the 5 s timeout.
+      assert.ok(
+        exitAfter < 2500,
+        `exit ${exitAfter.toFixed(0)} ms after ${signal}`,
+      );
+      assertSummary(server.stderr, { served: 2, gracefully: 2, byForce: 0 });
+    });
+  });
+}
+
+Deno.test("shutdown: new connections are refused at once, while the drain goes on", async () => {
+  await withProcess(["--shutdown-timeout", "5"], async (server, clients) => {
+    const [idle, busy] = await greetMany(server.port, 2, clients);
+    await busy.send("1,2"); // half a line keeps the drain going
+    await delay(SETTLE_MS);
+    server.signal("SIGTERM");
+    assert.equal(await idle.readToEnd(3000), BYE);
+    assert.equal(server.exited, undefined, "still draining");
+    await expectConnectRefused(server.port);
+    await busy.send("\n");
+    assert.equal(await busy.readLine(2000), sum(3));
+    assert.equal(await busy.readToEnd(2000), BYE);
+    assert.equal((await server.waitForExit(5000)).code, 0);
+  });
+});
+
+Deno.test("shutdown: a line in progress is finished and answered, then the shutdown line", async () => {
+  await withProcess(["--shutdown-timeout", "3"], async (server, clients) => {
+    const [idle, busy] = await greetMany(server.port, 2, clients);
+    await busy.send("1,2");
+    await delay(SETTLE_MS);
+    const signalledAt = performance.now();
+    server.signal("SIGTERM");
+    // The idle client's line shows the drain has begun; only then finish the line.
+    assert.equal(await idle.readToEnd(3000), BYE);
+    await delay(300);
+    await busy.send("\n");
+    assert.deepEqual(await busy.readLines(2, 2000), [sum(3), SHUTTING_DOWN]);
+    await busy.expectClosed(2000);
+    const status = await server.waitForExit(5000);
+    const exitAfter = performance.now() - signalledAt;
+    assert.equal(status.code, 0, server.stderr);
+    assert.ok(
+      exitAfter < 2800,
+      `exit ${exitAfter.toFixed(0)} ms after the signal`,
+    );
+  });
+});
+
+Deno.test("shutdown: a line never finished is closed near --shutdown-timeout; exit 0", async () => {
+  await withProcess(["--shutdown-timeout", "1"], async (server, clients) => {
+    const [stuck] = await greetMany(server.port, 1, clients);
+    await stuck.send("4,5"); // and nothing more
+    await delay(SETTLE_MS);
+    const signalledAt = performance.now();
+    server.signal("SIGTERM");
+    const rest = await stuck.readToEnd(4000);
+    const closedAfter = performance.now() - signalledAt;
+    // A best-effort shutdown line may precede the forced close; no reply to the fragment.
+    assert.ok(rest === "" || rest === BYE, `got ${JSON.stringify(rest)}`);
+    assert.ok(
+      closedAfter >= 700 && closedAfter <= 2500,
+      `closed ${closedAfter.toFixed(0)} ms after the signal (timeout 1 s)`,
+    );
+    const status = await server.waitForExit(3000);
+    const exitAfter = performance.now() - signalledAt;
+    assert.equal(status.code, 0, server.stderr);
+    assert.ok(
+      exitAfter <= 2500,
+      `exit ${exitAfter.toFixed(0)} ms after the signal`,
+    );
+    assertSummary(server.stderr, { served: 1, gracefully: 0, byForce: 1 });
+  });
+});
+
+for (
+  const [first, second] of [["SIGTERM", "SIGINT"], [
+    "SIGINT",
+    "SIGTERM",
+  ]] as const
+) {
+  Deno.test(`shutdown: ${second} during the ${first} drain exits 1 at once`, async () => {
+    await withProcess(["--shutdown-timeout", "10"], async (server, clients) => {
+      const [idle, stuck] = await greetMany(server.port, 2, clients);
+      await stuck.send("1,2"); // keeps the drain going for up to 10 s
+      await delay(SETTLE_MS);
+      server.signal(first);
+      assert.equal(await idle.readToEnd(3000), BYE);
+      assert.equal(server.exited, undefined, "still draining");
+      const secondAt = performance.now();
+      server.signal(second);
+      const status = await server.waitForExit(3000);
+      const exitAfter = performance.now() - secondAt;
+      assert.equal(status.code, 1, server.stderr);
+      assert.ok(
+        exitAfter < 1000,
+        `exit ${exitAfter.toFixed(0)} ms after the second signal`,
+      );
+      const rest = await stuck.readToEnd(2000);
+      assert.ok(rest === "" || rest === BYE, `got ${JSON.stringify(rest)}`);
+    });
+  });
+}
+
+Deno.test("shutdown: 300 idle clients all get the shutdown line; exit well within the timeout", async () => {
+  await withProcess(["--shutdown-timeout", "10"], async (server, clients) => {
+    // Connect in parallel batches; every client is greeted (accepted and served).
+    for (let batch = 0; batch < 6; batch++) {
+      const greeted = await Promise.allSettled(
+        Array.from({ length: 50 }, () => connectGreeted(server.port)),
+      );
+      for (const result of greeted) {
+        if (result.status === "fulfilled") clients.push(result.value);
+      }
+      const failed = greeted.find((result) => result.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    }
+    assert.equal(clients.length, 300);
+    const signalledAt = performance.now();
+    server.signal("SIGTERM");
+    const rests = await Promise.all(
+      clients.map((client) => client.readToEnd(5000)),
+    );
+    const wrong = rests.filter((rest) => rest !== BYE);
+    assert.equal(wrong.length, 0, `e.g. ${JSON.stringify(wrong[0])}`);
+    const status = await server.waitForExit(10000);
+    const exitAfter = performance.now() - signalledAt;
+    assert.equal(status.code, 0, server.stderr);
+    assert.ok(
+      exitAfter < 4000,
+      `exit ${exitAfter.toFixed(0)} ms after SIGTERM (timeout 10 s)`,
+    );
+  });
+});
+
+Deno.test("shutdown: the server restarts at once on the same fixed port", async () => {
+  // The one test with a fixed port: a port that was free a moment ago.
+  const probe = Deno.listen({ hostname: HOST, port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+
+  const first = await ServerProcess.start(["--port", String(port)]);
+  const clients: LineClient[] = [];
+  try {
+    assert.equal(first.port, port);
+    for (let i = 0; i < 3; i++) {
+      const client = await connectGreeted(port);
+      clients.push(client);
+      await ask(client, `${i},1\n`, sum(i + 1));
+    }
+    first.signal("SIGTERM");
+    // The server closes first, so its side of each connection sits in TIME_WAIT.
+    for (const client of clients) {
+      assert.equal(await client.readToEnd(3000), BYE);
+    }
+    assert.equal((await first.waitForExit(5000)).code, 0, first.stderr);
+  } finally {
+    for (const client of clients.splice(0)) client.close();
+    await first.stop();
+  }
+
+  const second = await ServerProcess.start(["--port", String(port)]);
+  try {
+    assert.equal(second.port, port);
+    const client = await connectGreeted(port);
+    clients.push(client);
+    await ask(client, "2,3\n", sum(5));
+    second.signal("SIGTERM");
+    assert.equal(await client.readToEnd(3000), BYE);
+    assert.equal((await second.waitForExit(5000)).code, 0, second.stderr);
+  } finally {
+    for (const client of clients) client.close();
+    await second.stop();
+  }
+});
+
+// --- the library: server.shutdown() without signals --------------------------
+
+Deno.test("mod.ts shutdown(): same drain as a signal, with exact summary counts", async () => {
+  const shutdownTimeoutMs = 800;
+  const server = await startServer({
+    hostname: HOST,
+    port: 0,
+    shutdownTimeoutMs,
+  });
+  const port = server.addr.port;
+  const clients: LineClient[] = [];
+  let shutdown: ReturnType<typeof server.shutdown> | undefined;
+  try {
+    const [idle, finishing, stuck] = await greetMany(port, 3, clients);
+    await ask(idle, "1,2\n", sum(3));
+    await finishing.send("1,2");
+    await stuck.send("4,5");
+    await delay(SETTLE_MS);
+    const startedAt = performance.now();
+    shutdown = server.shutdown();
+    assert.equal(await idle.readToEnd(2000), BYE);
+    await expectConnectRefused(port);
+    await finishing.send("\n");
+    assert.deepEqual(await finishing.readLines(2, 2000), [
+      sum(3),
+      SHUTTING_DOWN,
+    ]);
+    await finishing.expectClosed(2000);
+    const rest = await stuck.readToEnd(3000);
+    const forcedAfter = performance.now() - startedAt;
+    assert.ok(rest === "" || rest === BYE, `got ${JSON.stringify(rest)}`);
+    assert.ok(
+      forcedAfter >= 0.7 * shutdownTimeoutMs &&
+        forcedAfter <= shutdownTimeoutMs + 1500,
+      `forced close ${forcedAfter.toFixed(0)} ms after shutdown()`,
+    );
+    const summary = await withTimeout(shutdown, 2000, "shutdown() to resolve");
+    assert.deepEqual(
+      {
+        served: summary.served,
+        closedGracefully: summary.closedGracefully,
+        closedByForce: summary.closedByForce,
+      },
+      { served: 3, closedGracefully: 2, closedByForce: 1 },
+    );
+  } finally {
+    for (const client of clients) client.close();
+    await (shutdown ?? server.shutdown());
+  }
+});
+
+Deno.test("mod.ts shutdown(): complete lines not yet answered are answered first", async () => {
+  // Each reply takes 150 ms, so three pipelined lines are still being worked
+  // through when shutdown begins.
+  const slowProtocol: LineProtocol = {
+    name: "slow",
+    createSession: () => ({
+      greeting: "slow ready",
+      ended: false,
+      reply: (line: string) => delay(150).then(() => `done: ${line}`),
+    }),
+  };
+  const server = await startServer({
+    hostname: HOST,
+    port: 0,
+    protocol: slowProtocol,
+    shutdownTimeoutMs: 3000,
+  });
+  const port = server.addr.port;
+  const client = await connectGreeted(port, "slow ready");
+  let shutdown: ReturnType<typeof server.shutdown> | undefined;
+  try {
+    await client.send("a\nb\nc\n");
+    await delay(50);
+    shutdown = server.shutdown();
+    assert.deepEqual(await client.readLines(4, 3000), [
+      "done: a",
+      "done: b",
+      "done: c",
+      SHUTTING_DOWN,
+    ]);
+    await client.expectClosed(2000);
+    const summary = await withTimeout(shutdown, 2000, "shutdown() to resolve");
+    assert.deepEqual(
+      {
+        served: summary.served,
+        closedGracefully: summary.closedGracefully,
+        closedByForce: summary.closedByForce,
+      },
+      { served: 1, closedGracefully: 1, closedByForce: 0 },
+    );
+  } finally {
+    client.close();
+    await (shutdown ?? server.shutdown());
+  }
+});
+
+Deno.test("mod.ts shutdown() of an idle server resolves at once with zero counts", async () => {
+  const server = await startServer({
+    hostname: HOST,
+    port: 0,
+    shutdownTimeoutMs: 5000,
+  });
+  const port = server.addr.port;
+  const startedAt = performance.now();
+  const summary = await withTimeout(server.shutdown(), 2000, "shutdown()");
+  assert.ok(performance.now() - startedAt < 1000);
+  assert.deepEqual(
+    {
+      served: summary.served,
+      closedGracefully: summary.closedGracefully,
+      closedByForce: summary.closedByForce,
+    },
+    { served: 0, closedGracefully: 0, closedByForce: 0 },
+  );
+  await expectConnectRefused(port);
+});

@@ -1,0 +1,206 @@
+/**
+ * Helpers for the hardening and shutdown tests (issues 3 and 4): calculator
+ * reply constants, clients that wait for a free slot, a flood that stops when
+ * the server stops reading, and process measurements from `/proc`.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { delay, withTimeout } from "./deadline.ts";
+import { LineClient } from "./line_client.ts";
+
+/** The calculator's greeting. */
+export const WELCOME = "<welcome: starting in sum mode>";
+/** Everything a client beyond `--max-connections` receives, byte for byte. */
+export const TOO_MANY = "ERROR. Too many connections, try again later\r\n";
+/** The idle-timeout line (without CRLF). */
+export const IDLE_LINE = "<idle timeout: closing connection>";
+/** The shutdown line (without CRLF). */
+export const SHUTTING_DOWN = "<server shutting down>";
+
+/** Connects and asserts that the first line is `greeting`. */
+export async function connectGreeted(
+  port: number,
+  greeting = WELCOME,
+): Promise<LineClient> {
+  const client = await LineClient.connect(port);
+  try {
+    assert.equal(await client.readLine(), greeting);
+    return client;
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+}
+
+/**
+ * Connects until a client is served (first line `greeting`). A client turned
+ * away with {@linkcode TOO_MANY} is closed and the attempt repeated, because a
+ * slot is given back a moment after its connection ends. Fails after `timeoutMs`.
+ */
+export async function connectWhenSlotFree(
+  port: number,
+  options: { greeting?: string; timeoutMs?: number } = {},
+): Promise<LineClient> {
+  const greeting = options.greeting ?? WELCOME;
+  const deadline = Date.now() + (options.timeoutMs ?? 3000);
+  let last = "";
+  while (Date.now() < deadline) {
+    const client = await LineClient.connect(port);
+    let first: string;
+    try {
+      first = await client.readLine(Math.max(1, deadline - Date.now()));
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+    if (first === greeting) return client;
+    client.close();
+    last = first;
+    assert.equal(`${first}\r\n`, TOO_MANY, "unexpected first line");
+    await delay(50);
+  }
+  throw new Error(`No slot became free in time; last first line: ${last}`);
+}
+
+/** What {@linkcode floodUntilStalled} did. */
+export interface FloodResult {
+  /** Bytes the kernel accepted from us. */
+  sent: number;
+  /** True when a write stayed blocked for `stallMs`: the server stopped reading. */
+  stalled: boolean;
+  /** The write error that ended the flood (e.g. the server reset the connection). */
+  error?: Error;
+  /**
+   * The write still in flight when stalled (it settles when the server reads
+   * again or the connection ends). It never rejects.
+   */
+  pending: Promise<void>;
+}
+
+/**
+ * Writes `chunk` again and again, never reading, until `limitBytes` have been
+ * sent, `maxMs` has passed, a write fails, or one write stays blocked for
+ * `stallMs`. Never rejects.
+ */
+export async function floodUntilStalled(
+  conn: Deno.Conn,
+  chunk: Uint8Array,
+  options: { limitBytes: number; stallMs: number; maxMs: number },
+): Promise<FloodResult> {
+  const started = Date.now();
+  let sent = 0;
+  let offset = 0;
+  while (sent < options.limitBytes && Date.now() - started < options.maxMs) {
+    const write = conn.write(chunk.subarray(offset)).then(
+      (n) => ({ n, error: undefined }),
+      (error: Error) => ({ n: 0, error }),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stall = new Promise<"stalled">((resolve) => {
+      timer = setTimeout(() => resolve("stalled"), options.stallMs);
+    });
+    const outcome = await Promise.race([write, stall]);
+    clearTimeout(timer);
+    if (outcome === "stalled") {
+      return { sent, stalled: true, pending: write.then(() => {}) };
+    }
+    if (outcome.error) {
+      return {
+        sent,
+        stalled: false,
+        error: outcome.error,
+        pending: Promise.resolve(),
+      };
+    }
+    sent += outcome.n;
+    offset += outcome.n;
+    if (offset === chunk.length) offset = 0;
+  }
+  return { sent, stalled: false, pending: Promise.resolve() };
+}
+
+/**
+ * Reads a file under `/proc`. Deno grants `/proc` only with --allow-all, so
+ * the test (allowed to run `sh`) asks `cat` for it.
+ */
+async function readProc(path: string): Promise<string> {
+  const { code, stdout, stderr } = await new Deno.Command("sh", {
+    args: ["-c", 'exec cat "$1"', "sh", path],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (code !== 0) {
+    throw new Error(
+      `Cannot read ${path}: ${new TextDecoder().decode(stderr).trim()}`,
+    );
+  }
+  return new TextDecoder().decode(stdout);
+}
+
+/** Whether `/proc` exists (Linux). Process measurements need it. */
+export function hasProc(): boolean {
+  return Deno.build.os === "linux";
+}
+
+/** Resident memory of process `pid` in bytes (VmRSS from /proc/PID/status). */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await readProc(`/proc/${pid}/status`);
+  const match = status.match(/^VmRSS:\s+(\d+)\s+kB$/m);
+  if (!match) throw new Error(`No VmRSS in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+/** User + system CPU time of process `pid` (all threads), in seconds. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readProc(`/proc/${pid}/stat`);
+  // The command name (field 2) may contain spaces: count fields after its ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 of the whole line, i.e. 12 and 13 here.
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / 100; // USER_HZ is 100 on Linux for everything /proc reports.
+}
+
+/** Largest socket buffers the kernel may auto-tune to (bytes), for sizing floods. */
+export async function maxSocketBuffers(): Promise<
+  { receive: number; send: number }
+> {
+  const read = async (name: string, fallback: number) => {
+    try {
+      const text = await readProc(`/proc/sys/net/ipv4/${name}`);
+      return Number(text.trim().split(/\s+/)[2]) || fallback;
+    } catch {
+      return fallback;
+    }
+  };
+  return {
+    receive: await read("tcp_rmem", 6 << 20),
+    send: await read("tcp_wmem", 4 << 20),
+  };
+}
+
+/**
+ * Asserts that connecting to `port` on 127.0.0.1 is refused (ECONNREFUSED):
+ * nothing listens there any more.
+ */
+export async function expectConnectRefused(port: number): Promise<void> {
+  let conn: Deno.TcpConn;
+  try {
+    conn = await withTimeout(
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      2000,
+      `connect to port ${port}`,
+    );
+  } catch (error) {
+    assert.ok(
+      error instanceof Deno.errors.ConnectionRefused,
+      `expected ECONNREFUSED, got ${error}`,
+    );
+    return;
+  }
+  conn.close();
+  assert.fail(
+    `A connection to port ${port} was accepted; expected ECONNREFUSED`,
+  );
+}
