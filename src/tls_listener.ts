@@ -30,6 +30,8 @@ export interface TlsListenOptions {
   handshakeTimeoutMs: number;
   /** Called for every handshake that failed or timed out. */
   onHandshakeFailure?: (peer: string, reason: string) => void;
+  /** Called for an error of the listening socket itself. */
+  onServerError?: (error: Error) => void;
 }
 
 /**
@@ -83,6 +85,8 @@ class TlsSocketConn implements LineConn {
   #closed = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
+  /** Rejects the write in flight, if any, when the connection is closed. */
+  #abortWrite: ((error: Error) => void) | null = null;
 
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
@@ -148,7 +152,9 @@ class TlsSocketConn implements LineConn {
     }
     if (this.#error) return Promise.reject(this.#error);
     return new Promise((resolve, reject) => {
+      this.#abortWrite = reject;
       this.#socket.write(bytes, (error) => {
+        this.#abortWrite = null;
         if (error) reject(asDenoError(error));
         else resolve(bytes.length);
       });
@@ -163,6 +169,10 @@ class TlsSocketConn implements LineConn {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket.destroy();
+    this.#abortWrite?.(
+      new Deno.errors.Interrupted("The connection was closed"),
+    );
+    this.#abortWrite = null;
     const resolve = this.#wake;
     this.#wake = null;
     resolve?.();
@@ -273,6 +283,8 @@ export function listenTls(options: TlsListenOptions): Promise<LineListener> {
     server.once("error", onError);
     server.listen({ host: options.hostname, port: options.port }, () => {
       server.off("error", onError);
+      // Later server errors (e.g. out of descriptors) must not crash the process.
+      server.on("error", (error: Error) => options.onServerError?.(error));
       const address = server.address();
       if (address === null || typeof address === "string") {
         reject(new Error("Cannot read the TLS listener's address"));
