@@ -58,7 +58,15 @@ const MAX_READ_BUFFER = 64 * 1024;
 /** How long a forced close waits for its best-effort shutdown line. */
 const FORCED_LINE_WAIT_MS = 50;
 
+/** The longest a connection computes replies before letting others run. */
+const TIME_SLICE_MS = 2;
+
 const encoder = new TextEncoder();
+
+/** Lets timers and I/O of other connections run (a macrotask, not a microtask). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 /** Errors that mean the peer went away (or we closed the socket under an operation). */
 function isPeerGone(error: unknown): boolean {
@@ -260,6 +268,7 @@ export class Connection {
     let replies = "";
     let answered = 0;
     let fault: { error: unknown } | undefined;
+    let sliceStart = performance.now();
     for (const frame of frames) {
       if (frame === LINE_TOO_LONG) {
         this.#config.metrics.errors.line_too_long++;
@@ -282,6 +291,17 @@ export class Connection {
       }
       answered++;
       if (session.ended) break;
+      // Fairness: a batch of heavy lines (say, products of thousands of
+      // numbers) must not hold the event loop while other clients wait. The
+      // clock is read only every few lines, or after a long one, to keep the
+      // cost off the hot path of small pipelined lines.
+      if ((answered & 7) === 0 || frame.length > 256) {
+        const now = performance.now();
+        if (now - sliceStart > TIME_SLICE_MS) {
+          await yieldToEventLoop();
+          sliceStart = performance.now();
+        }
+      }
     }
     frames.length = 0;
     this.#lines += answered;
