@@ -43,9 +43,9 @@ export function stripTrailingWhitespace(line: string): string {
  *
  * @example
  * ```ts
- * import { LineDecoder } from "./line_decoder.ts";
+ * import { type Frame, LineDecoder } from "./line_decoder.ts";
  * const decoder = new LineDecoder(65536);
- * const frames: (string | symbol)[] = [];
+ * const frames: Frame[] = [];
  * decoder.push(new TextEncoder().encode("sum\r\n1,2"), frames);
  * decoder.push(new TextEncoder().encode(",4\n"), frames);
  * // frames is now ["sum", "1,2,4"]
