@@ -159,7 +159,21 @@ export class LineServer {
         logger,
       })
     ) {
-      this.#handOff(conn);
+      try {
+        this.#handOff(conn);
+      } catch (error) {
+        // Nothing about one connection may end the accept loop.
+        logger.error("cannot start a connection task: {error}", {
+          error: error instanceof Error
+            ? (error.stack ?? String(error))
+            : String(error),
+        });
+        try {
+          conn.close();
+        } catch {
+          // Already closed.
+        }
+      }
     }
   }
 
@@ -169,8 +183,12 @@ export class LineServer {
     if ("setNoDelay" in conn) {
       // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
       const tcp = conn as Deno.TcpConn;
-      tcp.setNoDelay(true);
-      tcp.setKeepAlive(true);
+      try {
+        tcp.setNoDelay(true);
+        tcp.setKeepAlive(true);
+      } catch {
+        // The peer is already gone; its first read will say so.
+      }
     }
     const admitted = this.#limit.tryAcquire();
     let connection: Connection;
