@@ -14,6 +14,7 @@ import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
 import type { LineProtocol, LineSession } from "./session.ts";
 import type { ConnectionOutcome, ServerMetrics } from "./metrics.ts";
 import type { LineConn } from "./transport.ts";
+import type { IdleTracker } from "./idle_tracker.ts";
 
 /** Lines the server itself sends, whatever the protocol (without CRLF). */
 export const ServerReplies = {
@@ -27,8 +28,8 @@ export const ServerReplies = {
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
   maxLineBytes: number;
-  /** Close a connection that received nothing for this long; 0 disables. */
-  idleTimeoutMs: number;
+  /** Closes connections that received nothing for the idle timeout; absent when disabled. */
+  idle: IdleTracker | undefined;
   /**
    * After our FIN, how long to keep reading (and dropping) what the client
    * still sends before closing. Closing a socket with unread input makes the
@@ -53,7 +54,8 @@ export interface ConnectionConfig {
 type Phase = "starting" | "reading" | "busy" | "closing" | "closed";
 
 const CRLF = "\r\n";
-const MIN_READ_BUFFER = 1024;
+/** Idle connections hold only this much; reads that fill it grow it 4x, up to the max. */
+const MIN_READ_BUFFER = 512;
 const MAX_READ_BUFFER = 64 * 1024;
 /** How long a forced close waits for its best-effort shutdown line. */
 const FORCED_LINE_WAIT_MS = 50;
@@ -106,9 +108,6 @@ export class Connection {
   #phase: Phase = "starting";
   #outcome: ConnectionOutcome = "peer_closed";
   #lines = 0;
-  /** When the last byte arrived: the idle clock restarts on every read. */
-  #lastReceived = this.#openedAt;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set once the server starts draining; checked at every line boundary. */
   #draining = false;
@@ -154,7 +153,7 @@ export class Connection {
       this.#onError(error);
     } finally {
       this.#phase = "closed";
-      clearTimeout(this.#idleTimer);
+      this.#config.idle?.remove(this);
       clearTimeout(this.#lingerTimer);
       this.#closeSocket();
     }
@@ -213,7 +212,7 @@ export class Connection {
       this.#beginClosing("refused_busy", this.#refusal);
       return;
     }
-    this.#armIdleTimer();
+    this.#config.idle?.touch(this, this.#openedAt);
     const session = this.#protocol!.createSession();
     if (session.greeting !== undefined) {
       await this.#write(session.greeting + CRLF);
@@ -244,7 +243,8 @@ export class Connection {
         }
         return this.#beginClosing("peer_closed", replies);
       }
-      this.#lastReceived = Date.now();
+      // Any byte, even part of a line, restarts the idle clock.
+      this.#config.idle?.touch(this);
       this.#config.metrics.bytesReceived += n;
       this.#decoder.push(this.#buffer.subarray(0, n), frames);
       this.#resizeBuffer(n);
@@ -323,7 +323,7 @@ export class Connection {
   #beginClosing(outcome: ConnectionOutcome, finalText?: string): void {
     this.#phase = "closing";
     this.#outcome = outcome;
-    clearTimeout(this.#idleTimer);
+    this.#config.idle?.remove(this);
     const text =
       finalText === undefined || finalText === "" || finalText.endsWith(CRLF)
         ? finalText
@@ -363,27 +363,14 @@ export class Connection {
   #resizeBuffer(lastRead: number) {
     const size = this.#buffer.length;
     if (lastRead === size && size < MAX_READ_BUFFER) {
-      this.#buffer = new Uint8Array(size * 4);
+      this.#buffer = new Uint8Array(Math.min(MAX_READ_BUFFER, size * 4));
     } else if (size > MIN_READ_BUFFER && lastRead <= size / 8) {
       this.#buffer = new Uint8Array(Math.max(MIN_READ_BUFFER, size / 4));
     }
   }
 
-  #armIdleTimer() {
-    const timeout = this.#config.idleTimeoutMs;
-    if (timeout > 0) this.#idleTimer = setTimeout(this.#onIdleTimer, timeout);
-  }
-
-  // The timer is re-armed only when it fires, not on every read: reads just
-  // move #lastReceived, which keeps the hot path free of timer work.
-  #onIdleTimer = () => {
-    this.#idleTimer = undefined;
-    const timeout = this.#config.idleTimeoutMs;
-    const idle = Date.now() - this.#lastReceived;
-    if (idle < timeout) {
-      this.#idleTimer = setTimeout(this.#onIdleTimer, timeout - idle);
-      return;
-    }
+  /** Called by the server's idle tracker: nothing was received for the idle timeout. */
+  onIdleTimeout(): void {
     if (this.#phase === "closing" || this.#phase === "closed") return;
     this.#config.metrics.errors.idle_timeout++;
     if (this.#phase === "reading") {
@@ -394,7 +381,7 @@ export class Connection {
       this.#outcome = "idle_timeout";
       this.#closeSocket();
     }
-  };
+  }
 
   #onError(error: unknown) {
     // An operation interrupted by our own close, or a failure after the

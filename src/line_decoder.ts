@@ -15,6 +15,13 @@ export type Frame = string | typeof LINE_TOO_LONG;
 const LF = 0x0a;
 const CR = 0x0d;
 
+/**
+ * Shared by every decoder: lines are decoded only once complete, and LF never
+ * occurs inside a UTF-8 sequence, so a character split across chunks needs no
+ * streaming state. ignoreBOM keeps a leading U+FEFF as text instead of eating it.
+ */
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+
 /** A pending partial line keeps its buffer for reuse only up to this size. */
 const RETAINED_PARTIAL_BYTES = 1024;
 
@@ -54,10 +61,6 @@ export function stripTrailingWhitespace(line: string): string {
 export class LineDecoder {
   /** The largest accepted line, in raw bytes without the terminator. */
   readonly maxLineBytes: number;
-  // Lines are decoded only once complete, and LF never occurs inside a UTF-8
-  // sequence, so a character split across chunks needs no streaming decoder.
-  // ignoreBOM keeps a leading U+FEFF as text instead of silently eating it.
-  #utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
   /** Bytes of the current unterminated line (a copy: read buffers are reused). */
   #partial: Uint8Array | null = null;
   #partialLength = 0;
@@ -116,7 +119,7 @@ export class LineDecoder {
     out.push(
       bytes.length > this.maxLineBytes
         ? LINE_TOO_LONG
-        : stripTrailingWhitespace(this.#utf8.decode(bytes)),
+        : stripTrailingWhitespace(utf8.decode(bytes)),
     );
     this.#resetPartial();
   }
@@ -131,7 +134,7 @@ export class LineDecoder {
     // Fast path: when the whole region fits the limit no line in it can
     // exceed it, so decode it with one call and split the text.
     if (lastLf - start <= this.maxLineBytes) {
-      const text = this.#utf8.decode(chunk.subarray(start, lastLf + 1));
+      const text = utf8.decode(chunk.subarray(start, lastLf + 1));
       let from = 0;
       let lf = text.indexOf("\n");
       while (lf >= 0) {
@@ -149,7 +152,7 @@ export class LineDecoder {
         end - from > this.maxLineBytes
           ? LINE_TOO_LONG
           : stripTrailingWhitespace(
-            this.#utf8.decode(chunk.subarray(from, lf)),
+            utf8.decode(chunk.subarray(from, lf)),
           ),
       );
       from = lf + 1;
@@ -170,7 +173,7 @@ export class LineDecoder {
       this.#partial!.set(chunk.subarray(start, lf), this.#partialLength);
       out.push(
         stripTrailingWhitespace(
-          this.#utf8.decode(this.#partial!.subarray(0, total)),
+          utf8.decode(this.#partial!.subarray(0, total)),
         ),
       );
     }

@@ -17,6 +17,7 @@ import {
 } from "./connection.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
 import { listenTls } from "./tls_listener.ts";
+import { IdleTracker } from "./idle_tracker.ts";
 import type { LineConn, LineListener } from "./transport.ts";
 import { type ConnectionOutcome, ServerMetrics } from "./metrics.ts";
 
@@ -112,7 +113,9 @@ export class LineServer {
     this.#shutdownTimeoutMs = options.shutdownTimeoutMs;
     this.#config = {
       maxLineBytes: options.maxLineBytes,
-      idleTimeoutMs: options.idleTimeoutMs,
+      idle: options.idleTimeoutMs > 0
+        ? new IdleTracker(options.idleTimeoutMs)
+        : undefined,
       lingerMs: LINGER_MS,
       metrics: options.metrics,
       logger: options.logger,
