@@ -57,7 +57,11 @@ export function evaluateIntegers(
 ): string | undefined {
   const length = line.length;
   if (length === 0) return undefined;
-  const fold = mode === "sum" ? new SumFold() : new ProductFold();
+  const sum = mode === "sum";
+  // Exact in a double until an intermediate result leaves the safe range;
+  // only then (or for a big item) is a BigInt fold allocated.
+  let small = sum ? 0 : 1;
+  let fold: SumFold | ProductFold | null = null;
   let pos = 0;
   while (true) {
     let c = line.charCodeAt(pos);
@@ -85,15 +89,26 @@ export function evaluateIntegers(
       c = line.charCodeAt(++pos);
     }
     if (afterUnderscore) return undefined;
-    if (digits <= MAX_NUMBER_DIGITS) {
-      fold.addNumber(negative ? -value : value);
+    if (negative) value = -value;
+    if (digits <= MAX_NUMBER_DIGITS && fold === null) {
+      const next = sum ? small + value : small * value;
+      if (Number.isSafeInteger(next)) {
+        small = next;
+      } else {
+        fold = sum ? new SumFold(small) : new ProductFold(small);
+        fold.addNumber(value);
+      }
     } else {
-      const text = line.slice(digitsStart, pos).replaceAll("_", "");
-      const big = BigInt(text);
-      fold.addBigInt(negative ? -big : big);
+      fold ??= sum ? new SumFold(small) : new ProductFold(small);
+      if (digits <= MAX_NUMBER_DIGITS) {
+        fold.addNumber(value);
+      } else {
+        const big = BigInt(line.slice(digitsStart, pos).replaceAll("_", ""));
+        fold.addBigInt(negative ? -big : big);
+      }
     }
     while (c === SPACE || c === TAB) c = line.charCodeAt(++pos);
-    if (pos === length) return fold.result();
+    if (pos === length) return fold === null ? String(small) : fold.result();
     if (c !== COMMA) return undefined;
     pos++;
   }
@@ -101,8 +116,12 @@ export function evaluateIntegers(
 
 /** Accumulates in doubles while exact, then in BigInt. */
 class SumFold {
-  #small = 0;
+  #small: number;
   #big: bigint | null = null;
+
+  constructor(start: number) {
+    this.#small = start;
+  }
 
   addNumber(value: number) {
     if (this.#big === null) {
@@ -131,10 +150,14 @@ class SumFold {
  * factors cost O(M(n) log n) rather than quadratic time.
  */
 class ProductFold {
-  #small = 1;
+  #small: number;
   /** Partial products; #weights[i] counts the factors folded into #partials[i]. */
   #partials: bigint[] = [];
   #weights: number[] = [];
+
+  constructor(start: number) {
+    this.#small = start;
+  }
 
   addNumber(value: number) {
     const next = this.#small * value;

@@ -65,6 +65,24 @@ const TIME_SLICE_MS = 2;
 
 const encoder = new TextEncoder();
 
+/**
+ * Reply bytes are encoded into buffers shared through a pool: a buffer is
+ * held only while its write is in flight, so idle connections hold none and
+ * the hot path allocates nothing (encodeInto is several times faster than
+ * encode). Larger replies fall back to a fresh allocation.
+ */
+const WRITE_BUFFER_BYTES = 16 * 1024;
+const WRITE_POOL_MAX = 64;
+const writePool: Uint8Array[] = [];
+
+function takeWriteBuffer(): Uint8Array {
+  return writePool.pop() ?? new Uint8Array(WRITE_BUFFER_BYTES);
+}
+
+function returnWriteBuffer(buffer: Uint8Array) {
+  if (writePool.length < WRITE_POOL_MAX) writePool.push(buffer);
+}
+
 /** Lets timers and I/O of other connections run (a macrotask, not a microtask). */
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
@@ -351,12 +369,22 @@ export class Connection {
   }
 
   async #write(text: string): Promise<void> {
-    const bytes = encoder.encode(text);
-    let offset = 0;
-    while (offset < bytes.length) {
-      offset += await this.#conn.write(bytes.subarray(offset));
+    // A UTF-16 code unit needs at most 3 UTF-8 bytes.
+    const pooled = text.length * 3 <= WRITE_BUFFER_BYTES
+      ? takeWriteBuffer()
+      : undefined;
+    try {
+      const bytes = pooled === undefined
+        ? encoder.encode(text)
+        : pooled.subarray(0, encoder.encodeInto(text, pooled).written);
+      let offset = 0;
+      while (offset < bytes.length) {
+        offset += await this.#conn.write(bytes.subarray(offset));
+      }
+      this.#config.metrics.bytesSent += bytes.length;
+    } finally {
+      if (pooled !== undefined) returnWriteBuffer(pooled);
     }
-    this.#config.metrics.bytesSent += bytes.length;
   }
 
   /** Sizes the read buffer to the traffic: small while idle, larger when reads fill it. */
