@@ -103,7 +103,10 @@ export function evaluateIntegers(
       if (digits <= MAX_NUMBER_DIGITS) {
         fold.addNumber(value);
       } else {
-        const big = BigInt(line.slice(digitsStart, pos).replaceAll("_", ""));
+        const text = line.slice(digitsStart, pos);
+        const big = BigInt(
+          digits === pos - digitsStart ? text : text.replaceAll("_", ""),
+        );
         fold.addBigInt(negative ? -big : big);
       }
     }
