@@ -111,6 +111,27 @@ function choice<T extends string>(
 
 const STRING = { type: "string" } as const;
 
+/**
+ * parseArgs refuses `--port -1` as ambiguous (the value looks like an
+ * option); joining it into `--port=-1` lets validation name the real
+ * problem: the number is out of range.
+ */
+function attachNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (
+      /^--[a-z-]+$/.test(args[i]) && next !== undefined && /^-[\d.]/.test(next)
+    ) {
+      joined.push(`${args[i]}=${next}`);
+      i++;
+    } else {
+      joined.push(args[i]);
+    }
+  }
+  return joined;
+}
+
 /** Turns node's parseArgs errors into one line that names the option. */
 function describeParseError(error: Error & { code?: string }): string {
   const option = error.message.match(/'(-[^' ]*)/)?.[1];
@@ -144,7 +165,7 @@ export function parseCli(args: string[]): CliRequest {
   let values;
   try {
     ({ values } = parseArgs({
-      args,
+      args: attachNegativeValues(args),
       strict: true,
       allowPositionals: false,
       options: {
