@@ -176,6 +176,12 @@ async function startService(options: CliOptions): Promise<Service> {
   }
 }
 
+/** One line on stderr; a JSON object when the logs are JSON, so every line parses. */
+function reportStartError(message: string, options: CliOptions) {
+  if (options.logFormat === "json") serverLogger.error(message);
+  else console.error(`lineserver: ${message}`);
+}
+
 /** Runs the command with `args` and returns its exit code. */
 export async function main(args: string[]): Promise<number> {
   const request = parseCli(args);
@@ -197,7 +203,7 @@ export async function main(args: string[]): Promise<number> {
     service = await startService(options);
   } catch (error) {
     if (!(error instanceof StartError)) throw error;
-    console.error(`lineserver: ${error.message}`);
+    reportStartError(error.message, options);
     return error.exitCode;
   }
   const address = formatHost(service.addr.hostname, service.addr.port);
@@ -234,10 +240,11 @@ export async function main(args: string[]): Promise<number> {
         renderMetrics: () => service.metricsText(),
       });
     } catch (error) {
-      console.error(
-        `lineserver: Cannot listen on ${
+      reportStartError(
+        `Cannot listen on ${
           formatHost(options.host, options.adminPort)
         } (--admin-port): ${firstLine(error)}`,
+        options,
       );
       await service.abort();
       return EXIT_FAILURE;
