@@ -300,3 +300,77 @@ Deno.test("echo: no greeting, every line back", () => {
   assert.equal(session.reply(""), "");
   assert.equal(session.ended, false);
 });
+
+/** The framing rules of SPEC §2 written as plainly as possible, for comparison. */
+function referenceFrames(
+  input: Uint8Array,
+  max: number,
+  eof: boolean,
+): Frame[] {
+  const frames: Frame[] = [];
+  let start = 0;
+  const decodeLine = (raw: Uint8Array): Frame =>
+    raw.length > max ? LINE_TOO_LONG : stripTrailingWhitespace(
+      new TextDecoder("utf-8", { ignoreBOM: true }).decode(raw),
+    );
+  for (let i = 0; i < input.length; i++) {
+    if (input[i] !== 0x0a) continue;
+    const end = i > start && input[i - 1] === 0x0d ? i - 1 : i;
+    frames.push(decodeLine(input.subarray(start, end)));
+    start = i + 1;
+  }
+  const rest = input.subarray(start);
+  if (eof && rest.length > 0) frames.push(decodeLine(rest));
+  // Without EOF an unfinished line is answered as soon as it is certainly
+  // too long: over the limit by more than a possible CR of a CRLF.
+  const certainlyTooLong = rest.length > max + 1 ||
+    (rest.length === max + 1 && rest[max] !== 0x0d);
+  if (!eof && certainlyTooLong) frames.push(LINE_TOO_LONG);
+  return frames;
+}
+
+Deno.test("decoder: random bytes in random chunks frame like the plain reference", () => {
+  let seed = 20261126;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  const alphabet = [
+    0x0a,
+    0x0d,
+    0x20,
+    0x09,
+    0x0b,
+    0x31,
+    0x2c,
+    0x61,
+    0xc3,
+    0xa9,
+    0xe2,
+    0x82,
+    0xac,
+    0xff,
+    0x00,
+  ];
+  for (let round = 0; round < 400; round++) {
+    const max = 1 + Math.floor(random() * 12);
+    const input = new Uint8Array(Math.floor(random() * 80));
+    for (let i = 0; i < input.length; i++) {
+      input[i] = alphabet[Math.floor(random() * alphabet.length)];
+    }
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < input.length;) {
+      const size = 1 + Math.floor(random() * 9);
+      chunks.push(input.subarray(at, at + size));
+      at += size;
+    }
+    const eof = random() < 0.5;
+    assert.deepEqual(
+      decode(chunks, { max, eof }),
+      referenceFrames(input, max, eof),
+      `round ${round}: max ${max}, eof ${eof}, input ${
+        JSON.stringify([...input])
+      }`,
+    );
+  }
+});
