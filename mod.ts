@@ -43,7 +43,7 @@ export {
   type LineProtocol,
   type LineSession,
 } from "./protocol.ts";
-export { ServerReplies } from "./src/connection.ts";
+export { ServerReplies } from "./src/replies.ts";
 export {
   type ConnectionOutcome,
   type ErrorKind,

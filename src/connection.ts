@@ -13,17 +13,14 @@ import type { Logger } from "@logtape/logtape";
 import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
 import type { LineProtocol, LineSession } from "./session.ts";
 import type { ConnectionOutcome, ServerMetrics } from "./metrics.ts";
-import type { LineConn } from "./transport.ts";
+import { formatAddr, isPeerGone, type LineConn } from "./transport.ts";
+import { ServerReplies } from "./replies.ts";
+import {
+  returnWriteBuffer,
+  takeWriteBuffer,
+  WRITE_BUFFER_BYTES,
+} from "./write_pool.ts";
 import type { IdleTracker } from "./idle_tracker.ts";
-
-/** Lines the server itself sends, whatever the protocol (without CRLF). */
-export const ServerReplies = {
-  tooManyConnections: "ERROR. Too many connections, try again later",
-  idleTimeout: "<idle timeout: closing connection>",
-  shuttingDown: "<server shutting down>",
-  lineTooLong: (maxLineBytes: number) =>
-    `ERROR. Line too long (max ${maxLineBytes} bytes)`,
-} as const;
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
@@ -65,48 +62,9 @@ const TIME_SLICE_MS = 2;
 
 const encoder = new TextEncoder();
 
-/**
- * Reply bytes are encoded into buffers shared through a pool: a buffer is
- * held only while its write is in flight, so idle connections hold none and
- * the hot path allocates nothing (encodeInto is several times faster than
- * encode). Larger replies fall back to a fresh allocation.
- */
-const WRITE_BUFFER_BYTES = 16 * 1024;
-const WRITE_POOL_MAX = 64;
-const writePool: Uint8Array[] = [];
-
-function takeWriteBuffer(): Uint8Array {
-  return writePool.pop() ?? new Uint8Array(WRITE_BUFFER_BYTES);
-}
-
-function returnWriteBuffer(buffer: Uint8Array) {
-  if (writePool.length < WRITE_POOL_MAX) writePool.push(buffer);
-}
-
 /** Lets timers and I/O of other connections run (a macrotask, not a microtask). */
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-/** Errors that mean the peer went away (or we closed the socket under an operation). */
-function isPeerGone(error: unknown): boolean {
-  return error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.BrokenPipe ||
-    error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.NotConnected ||
-    error instanceof Deno.errors.UnexpectedEof ||
-    error instanceof Deno.errors.Interrupted ||
-    error instanceof Deno.errors.BadResource ||
-    error instanceof Deno.errors.TimedOut;
-}
-
-function formatAddr(addr: Deno.Addr): string {
-  if (addr.transport === "tcp" || addr.transport === "udp") {
-    return addr.hostname.includes(":")
-      ? `[${addr.hostname}]:${addr.port}`
-      : `${addr.hostname}:${addr.port}`;
-  }
-  return "path" in addr ? addr.path : String(addr.transport);
 }
 
 /** One accepted connection and the task that serves it. */

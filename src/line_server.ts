@@ -10,11 +10,8 @@ import { getLogger, type Logger } from "@logtape/logtape";
 import type { LineProtocol } from "./session.ts";
 import { calculatorProtocol } from "./calculator.ts";
 import { acceptConnections } from "./accept.ts";
-import {
-  Connection,
-  type ConnectionConfig,
-  ServerReplies,
-} from "./connection.ts";
+import { Connection, type ConnectionConfig } from "./connection.ts";
+import { ServerReplies } from "./replies.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
 import { listenTls } from "./tls_listener.ts";
 import { IdleTracker } from "./idle_tracker.ts";

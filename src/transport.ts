@@ -26,3 +26,25 @@ export interface LineListener<C extends LineConn = LineConn> {
   accept(): Promise<C>;
   close(): void;
 }
+
+/** Errors that mean the peer went away (or we closed the socket under an operation). */
+export function isPeerGone(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.UnexpectedEof ||
+    error instanceof Deno.errors.Interrupted ||
+    error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.TimedOut;
+}
+
+/** `HOST:PORT` (IPv6 in brackets), for logs. */
+export function formatAddr(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    return addr.hostname.includes(":")
+      ? `[${addr.hostname}]:${addr.port}`
+      : `${addr.hostname}:${addr.port}`;
+  }
+  return "path" in addr ? addr.path : String(addr.transport);
+}
