@@ -28,3 +28,22 @@ export async function withTimeout<T>(
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * Polls `condition` every 25 ms until it holds; fails after `timeoutMs`, or as
+ * soon as `failure` (if given) rejects.
+ */
+export async function waitFor(
+  what: string,
+  condition: () => boolean,
+  timeoutMs: number,
+  failure?: Promise<unknown>,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
+    }
+    await Promise.race(failure ? [delay(25), failure] : [delay(25)]);
+  }
+}

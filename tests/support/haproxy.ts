@@ -39,6 +39,13 @@ export function freePort(): number {
   return (listener.addr as Deno.NetAddr).port;
 }
 
+/** `n` distinct ports that were free a moment ago. */
+export function distinctFreePorts(n: number): number[] {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(freePort());
+  return [...ports];
+}
+
 /** A running `haproxy -db` child process. */
 export class HaproxyProcess {
   readonly child: Deno.ChildProcess;

@@ -8,9 +8,12 @@
 import assert from "node:assert/strict";
 import { delay, withTimeout } from "./deadline.ts";
 import { LineClient } from "./line_client.ts";
+import { WELCOME } from "./calc_replies.ts";
 
-/** The calculator's greeting. */
-export const WELCOME = "<welcome: starting in sum mode>";
+/** The calculator's greeting, also exported here for the hardening tests. */
+export { WELCOME };
+/** One mebibyte, for sizing floods and memory bounds. */
+export const MiB = 1024 * 1024;
 /** Everything a client beyond `--max-connections` receives, byte for byte. */
 export const TOO_MANY = "ERROR. Too many connections, try again later\r\n";
 /** The idle-timeout line (without CRLF). */

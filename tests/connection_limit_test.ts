@@ -1,0 +1,94 @@
+/**
+ * The connection limit (SPEC §5): a client beyond `--max-connections` gets
+ * only the error line and never takes a slot. In-process servers (mod.ts)
+ * where only the wire is observed; a real `server.ts` subprocess for the
+ * command-line options (with the idle timeout, which frees the one slot).
+ */
+import assert from "node:assert/strict";
+import { startServer } from "../mod.ts";
+import { ask, sum, WELCOME } from "./support/calc_replies.ts";
+import { LineClient } from "./support/line_client.ts";
+import { ServerProcess } from "./support/server_process.ts";
+import {
+  connectGreeted,
+  connectWhenSlotFree,
+  IDLE_LINE,
+  TOO_MANY,
+} from "./support/hardening.ts";
+
+const HOST = "127.0.0.1";
+
+Deno.test("max connections: a client beyond the limit gets only the error line, never a slot", async () => {
+  const server = await startServer({
+    hostname: HOST,
+    port: 0,
+    maxConnections: 2,
+    shutdownTimeoutMs: 1000,
+  });
+  const clients: LineClient[] = [];
+  try {
+    const port = server.addr.port;
+    const first = await connectGreeted(port);
+    const second = await connectGreeted(port);
+    clients.push(first, second);
+    // Several clients over the limit, kept open on our side: each receives
+    // exactly the error line (no welcome) and the server closes it.
+    for (let i = 0; i < 3; i++) {
+      const extra = await LineClient.connect(port);
+      clients.push(extra);
+      assert.equal(await extra.readToEnd(3000), TOO_MANY);
+    }
+    // The served clients are untouched.
+    await ask(first, "1,2\n", sum(3));
+    await ask(second, "2,3\n", sum(5));
+    // One slot frees up: the next client is served (the turned-away clients
+    // did not keep slots).
+    first.close();
+    const fresh = await connectWhenSlotFree(port, { timeoutMs: 3000 });
+    clients.push(fresh);
+    await ask(fresh, "3,4\n", sum(7));
+    // Still exactly two slots (the turned-away clients gave none back either).
+    const over = await LineClient.connect(port);
+    clients.push(over);
+    assert.equal(await over.readToEnd(3000), TOO_MANY);
+    await ask(second, "4,5\n", sum(9));
+  } finally {
+    for (const client of clients) client.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured", async () => {
+  const server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--max-connections",
+    "1",
+    "--idle-timeout",
+    "0.5",
+  ]);
+  const clients: LineClient[] = [];
+  try {
+    const first = await LineClient.connect(server.port);
+    const connectedAt = performance.now();
+    clients.push(first);
+    assert.equal(await first.readLine(), WELCOME);
+    const second = await LineClient.connect(server.port);
+    clients.push(second);
+    assert.equal(await second.readToEnd(3000), TOO_MANY);
+    assert.equal(await first.readLine(3000), IDLE_LINE);
+    await first.expectClosed(2000);
+    const elapsed = performance.now() - connectedAt;
+    assert.ok(
+      elapsed >= 400 && elapsed <= 2000,
+      `idle close after ${elapsed.toFixed(0)} ms with --idle-timeout 0.5`,
+    );
+    const third = await connectWhenSlotFree(server.port, { timeoutMs: 3000 });
+    clients.push(third);
+    await ask(third, "1,2\n", sum(3));
+    assert.equal(server.exited, undefined);
+  } finally {
+    for (const client of clients) client.close();
+    await server.stop();
+  }
+});
