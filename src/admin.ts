@@ -64,7 +64,7 @@ async function handleAdminRequest(
     return text("method not allowed\n", 405, { allow: "GET, HEAD" });
   }
   if (path === "/healthz") {
-    return options.isDraining() ? text("draining\n", 503) : text("ok\n", 200);
+    return options.isDraining() ? text("draining", 503) : text("ok", 200);
   }
   return text(await options.renderMetrics(), 200, {
     "content-type": METRICS_CONTENT_TYPE,
@@ -92,11 +92,11 @@ async function handleAdminRequest(
  * const url = `http://127.0.0.1:${admin.addr.port}/healthz`;
  * const ok = await fetch(url);
  * assert.equal(ok.status, 200);
- * assert.equal(await ok.text(), "ok\n");
+ * assert.equal(await ok.text(), "ok");
  * draining = true;
  * const busy = await fetch(url);
  * assert.equal(busy.status, 503);
- * assert.equal(await busy.text(), "draining\n");
+ * assert.equal(await busy.text(), "draining");
  * await admin.shutdown();
  * ```
  */

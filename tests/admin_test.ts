@@ -39,7 +39,7 @@ Deno.test("admin module: /healthz follows isDraining, /metrics is renderMetrics(
 
   const ok = await httpGet(port, "/healthz");
   assert.equal(ok.status, 200);
-  assert.equal(ok.body, "ok\n");
+  assert.equal(ok.body, "ok");
   assert.match(ok.headers.get("content-type") ?? "", /^text\/plain/);
   assert.equal((await httpGet(port, "/healthz?probe=1")).status, 200);
 
@@ -53,7 +53,7 @@ Deno.test("admin module: /healthz follows isDraining, /metrics is renderMetrics(
   draining = true;
   const busy = await httpGet(port, "/healthz");
   assert.equal(busy.status, 503);
-  assert.equal(busy.body, "draining\n");
+  assert.equal(busy.body, "draining");
   // Metrics stay available while draining.
   assert.equal((await httpGet(port, "/metrics")).status, 200);
 });
@@ -207,7 +207,7 @@ Deno.test("server --admin-port 0: announces itself after the main listener and s
   for (let i = 0; i < 10; i++) {
     const health = await httpGet(adminPort, "/healthz");
     assert.equal(health.status, 200);
-    assert.equal(health.body, "ok\n");
+    assert.equal(health.body, "ok");
   }
   const metrics = await httpGet(adminPort, "/metrics");
   assert.equal(metrics.status, 200);
@@ -351,12 +351,12 @@ Deno.test("server /healthz: 503 draining for as long as the drain lasts", async 
     5000,
   );
   assert.equal(draining.status, 503);
-  assert.equal(draining.body, "draining\n");
+  assert.equal(draining.body, "draining");
   assert.equal(value(await scrapeMetrics(adminPort), "lineserver_draining"), 1);
   // Still draining a second later: the answer holds for the whole drain.
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const still = await httpGet(adminPort, "/healthz");
-  assert.deepEqual([still.status, still.body], [503, "draining\n"]);
+  assert.deepEqual([still.status, still.body], [503, "draining"]);
   assert.equal(server.exited, undefined);
 
   await client.send(",3\n");
