@@ -16,63 +16,9 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { type LatencyHistogram, newHistogram, record } from "./histogram.ts";
-
-/** Sent by the orchestrator. */
-export type ToWorker =
-  | {
-    type: "init";
-    host: string;
-    port: number;
-    /** Number of connections this worker opens. */
-    connections: number;
-    /** Lines kept in flight per connection; 0 = connect, read welcome, then stay idle. */
-    depth: number;
-    requests: string[];
-    replies: string[];
-    /** Expected first line on each connection, or null (echo). */
-    welcome: string | null;
-    /** Index of this worker's first connection (spreads the pool offsets). */
-    firstConnection: number;
-    /** Replies slower than this count as `slow` (fairness target). */
-    slowMs: number;
-    connectTimeoutMs: number;
-    connectConcurrency: number;
-  }
-  | { type: "run" }
-  | { type: "measure" }
-  | { type: "stop"; drainMs: number }
-  | { type: "close" };
-
-/** Sent back to the orchestrator. */
-export type FromWorker =
-  | { type: "ready"; connected: number; connectMs: number } & Problems
-  | {
-    type: "result";
-    /** Replies received between `measure` and `stop`. */
-    lines: number;
-    bytesIn: number;
-    bytesOut: number;
-    histogram: LatencyHistogram;
-    slow: number;
-    /**
-     * How late a 10 ms timer in this worker fired (the generator's own event
-     * loop delay): large values mean latency was added on the client side.
-     */
-    loopLag: LatencyHistogram;
-    /** Connections that still had replies outstanding after the drain time. */
-    stalled: number;
-  } & Problems
-  | { type: "closed" } & Problems
-  | { type: "fatal"; message: string };
-
-/** Error and mismatch counts with a few examples, over the whole worker life. */
-export interface Problems {
-  errors: number;
-  errorSamples: string[];
-  mismatches: number;
-  mismatchSamples: string[];
-}
+import { newHistogram, record } from "./histogram.ts";
+import type { FromWorker, Problems, ToWorker } from "./load_messages.ts";
+import { withTimeout } from "./timing.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -146,16 +92,6 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`Timed out: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** One client connection and its in-flight window. */
