@@ -72,11 +72,12 @@ export class Connection {
   /** The peer as `HOST:PORT`, for logs. */
   readonly peer: string;
   readonly #conn: LineConn;
-  readonly #protocol: LineProtocol | undefined;
+  readonly #protocol: LineProtocol;
   readonly #decoder: LineDecoder;
   readonly #config: ConnectionConfig;
-  /** The only line a refused connection gets, else undefined. */
-  readonly #refusal: string | undefined;
+  /** Asks the server's connection limit for a slot (see {@linkcode admitted}). */
+  readonly #admit: () => boolean | Promise<boolean>;
+  #admitted = false;
   readonly #tooLongReply: string;
   readonly #logLines: boolean;
   readonly #openedAt = Date.now();
@@ -94,16 +95,24 @@ export class Connection {
   constructor(
     conn: LineConn,
     config: ConnectionConfig,
-    options: { protocol?: LineProtocol; refusal?: string },
+    options: {
+      protocol: LineProtocol;
+      admit: () => boolean | Promise<boolean>;
+    },
   ) {
     this.#conn = conn;
     this.#config = config;
     this.#protocol = options.protocol;
-    this.#refusal = options.refusal;
+    this.#admit = options.admit;
     this.#decoder = new LineDecoder(config.maxLineBytes);
     this.#tooLongReply = ServerReplies.lineTooLong(config.maxLineBytes) + CRLF;
     this.#logLines = config.logger.isEnabledFor("debug");
     this.peer = formatAddr(conn.remoteAddr);
+  }
+
+  /** True once the connection holds a slot of the server's limit (refused ones never do). */
+  get admitted(): boolean {
+    return this.#admitted;
   }
 
   /** How the connection ended (meaningful once {@linkcode run} has resolved). */
@@ -134,7 +143,7 @@ export class Connection {
       this.#closeSocket();
     }
     metrics.connectionsClosed[this.#outcome]++;
-    if (this.#refusal === undefined) {
+    if (this.#admitted) {
       logger.info(
         "connection closed {peer} after {durationMs} ms, {lines} lines, {reason}",
         {
@@ -184,10 +193,16 @@ export class Connection {
   }
 
   async #serve(): Promise<void> {
-    if (this.#refusal !== undefined) {
-      this.#beginClosing("refused_busy", this.#refusal);
+    const admitted = this.#admit();
+    this.#admitted = typeof admitted === "boolean" ? admitted : await admitted;
+    if (!this.#admitted) {
+      this.#config.logger.debug("connection refused {peer}: server full", {
+        peer: this.peer,
+      });
+      this.#beginClosing("refused_busy", ServerReplies.tooManyConnections);
       return;
     }
+    this.#config.logger.info("connection opened {peer}", { peer: this.peer });
     this.#config.idle?.touch(this, this.#openedAt);
     const session = this.#protocol!.createSession();
     if (session.greeting !== undefined) {

@@ -11,7 +11,6 @@ import type { LineProtocol } from "./session.ts";
 import { calculatorProtocol } from "./calculator.ts";
 import { acceptConnections } from "./accept.ts";
 import { Connection, type ConnectionConfig } from "./connection.ts";
-import { ServerReplies } from "./replies.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
 import { listenTls } from "./tls_listener.ts";
 import { IdleTracker } from "./idle_tracker.ts";
@@ -56,6 +55,8 @@ export interface ShutdownSummary {
 
 /** TLS handshakes that have not finished after this long are dropped. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** How long a connection that finds the server full waits for a slot before it is refused. */
+const ADMISSION_GRACE_MS = 10;
 /** After closing by force, how long the drain waits for the tasks to notice. */
 const FORCED_CLOSE_GRACE_MS = 1000;
 /** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
@@ -179,7 +180,7 @@ export class LineServer {
 
   /** Starts the task for one accepted connection, or for its refusal when the server is full. */
   #handOff(conn: LineConn) {
-    const { metrics, logger } = this.#config;
+    const { metrics } = this.#config;
     if ("setNoDelay" in conn) {
       // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
       const tcp = conn as Deno.TcpConn;
@@ -190,32 +191,44 @@ export class LineServer {
         // The peer is already gone; its first read will say so.
       }
     }
-    const admitted = this.#limit.tryAcquire();
-    let connection: Connection;
-    if (admitted) {
-      this.#served++;
-      metrics.connectionsActive++;
-      connection = new Connection(conn, this.#config, {
-        protocol: this.protocol,
-      });
-      logger.info("connection opened {peer}", { peer: connection.peer });
-    } else {
-      metrics.errors.refused_busy++;
-      connection = new Connection(conn, this.#config, {
-        refusal: ServerReplies.tooManyConnections,
-      });
-      logger.debug("connection refused {peer}: server full", {
-        peer: connection.peer,
-      });
-    }
+    const connection = new Connection(conn, this.#config, {
+      protocol: this.protocol,
+      admit: () => this.#admit(),
+    });
     const task = connection.run().finally(() => {
       this.#connections.delete(connection);
-      if (admitted) {
+      if (connection.admitted) {
         this.#limit.release();
         metrics.connectionsActive--;
       }
     });
     this.#connections.set(connection, task);
+  }
+
+  /**
+   * Takes a slot for a new connection. When the server is full, it looks
+   * once more after a short grace before refusing: a client that just
+   * disconnected may free its slot in the same event-loop turn in which the
+   * next client is accepted, and that client should not be turned away.
+   */
+  #admit(): boolean | Promise<boolean> {
+    if (this.#limit.tryAcquire()) return this.#countAdmitted(true);
+    return new Promise((resolve) =>
+      setTimeout(
+        () => resolve(this.#countAdmitted(this.#limit.tryAcquire())),
+        ADMISSION_GRACE_MS,
+      )
+    );
+  }
+
+  #countAdmitted(admitted: boolean): boolean {
+    if (admitted) {
+      this.#served++;
+      this.metrics.connectionsActive++;
+    } else {
+      this.metrics.errors.refused_busy++;
+    }
+    return admitted;
   }
 
   async #drain(): Promise<ShutdownSummary> {

@@ -92,3 +92,30 @@ Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured",
     await server.stop();
   }
 });
+
+Deno.test("max connections: a client that connects right after another leaves gets its slot", async () => {
+  const server = await startServer({
+    hostname: HOST,
+    port: 0,
+    maxConnections: 1,
+    shutdownTimeoutMs: 1000,
+  });
+  const clients: LineClient[] = [];
+  try {
+    const port = server.addr.port;
+    // Twenty times: close the only client and connect the next one at once,
+    // with no pause; the server must not turn it away as "too many".
+    let current = await connectGreeted(port);
+    clients.push(current);
+    for (let round = 0; round < 20; round++) {
+      current.close();
+      current = await LineClient.connect(port);
+      clients.push(current);
+      assert.equal(await current.readLine(3000), WELCOME, `round ${round}`);
+    }
+    await ask(current, "1,2\n", sum(3));
+  } finally {
+    for (const client of clients) client.close();
+    await server.shutdown();
+  }
+});
