@@ -195,6 +195,8 @@ export class Connection {
   async #serve(): Promise<void> {
     const admitted = this.#admit();
     this.#admitted = typeof admitted === "boolean" ? admitted : await admitted;
+    // Force-closed while waiting for a slot (abort, shutdown deadline).
+    if (this.#closed) return;
     if (!this.#admitted) {
       this.#config.logger.debug("connection refused {peer}: server full", {
         peer: this.peer,
@@ -204,7 +206,7 @@ export class Connection {
     }
     this.#config.logger.info("connection opened {peer}", { peer: this.peer });
     this.#config.idle?.touch(this, this.#openedAt);
-    const session = this.#protocol!.createSession();
+    const session = this.#protocol.createSession();
     if (session.greeting !== undefined) {
       await this.#write(session.greeting + CRLF);
     }
