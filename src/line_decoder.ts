@@ -26,16 +26,22 @@ const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 const RETAINED_PARTIAL_BYTES = 1024;
 
 /**
- * Removes trailing space, tab, CR, VT and FF (the SPEC's whitespace set).
- * LF cannot occur inside a framed line, so the 9..13 range is exactly that set.
+ * The index after the last character of `text[from..end)` that is not
+ * trailing whitespace: space, tab, CR, VT or FF (the SPEC's set). LF cannot
+ * occur inside a framed line, so the 9..13 range is exactly that set.
  */
-export function stripTrailingWhitespace(line: string): string {
-  let end = line.length;
-  while (end > 0) {
-    const c = line.charCodeAt(end - 1);
+function contentEnd(text: string, from: number, end: number): number {
+  while (end > from) {
+    const c = text.charCodeAt(end - 1);
     if (c === 0x20 || (c >= 0x09 && c <= 0x0d)) end--;
     else break;
   }
+  return end;
+}
+
+/** Removes trailing space, tab, CR, VT and FF. */
+export function stripTrailingWhitespace(line: string): string {
+  const end = contentEnd(line, 0, line.length);
   return end === line.length ? line : line.slice(0, end);
 }
 
@@ -138,7 +144,8 @@ export class LineDecoder {
       let from = 0;
       let lf = text.indexOf("\n");
       while (lf >= 0) {
-        out.push(stripTrailingWhitespace(text.slice(from, lf)));
+        // Find the end before slicing: one string per line, not two.
+        out.push(text.slice(from, contentEnd(text, from, lf)));
         from = lf + 1;
         lf = text.indexOf("\n", from);
       }
