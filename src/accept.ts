@@ -8,6 +8,7 @@
  */
 import type { Logger } from "@logtape/logtape";
 import type { LineConn, LineListener } from "./transport.ts";
+import { pause } from "./deadline.ts";
 
 /** First and largest pause after a failed accept. */
 const BACKOFF_MIN_MS = 10;
@@ -58,17 +59,4 @@ export async function* acceptConnections<C extends LineConn>(
     }
     yield conn;
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts (leaving no timer behind). */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -21,6 +21,7 @@ import {
   WRITE_BUFFER_BYTES,
 } from "./write_pool.ts";
 import type { IdleTracker } from "./idle_tracker.ts";
+import { settleWithin } from "./deadline.ts";
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
@@ -178,15 +179,10 @@ export class Connection {
       this.#outcome = "forced";
       if (this.#phase === "reading") {
         this.#phase = "closing";
-        const line = encoder.encode(ServerReplies.shuttingDown + CRLF);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          this.#conn.write(line).catch(() => {}),
-          new Promise((resolve) =>
-            timer = setTimeout(resolve, FORCED_LINE_WAIT_MS)
-          ),
-        ]);
-        clearTimeout(timer);
+        await settleWithin(
+          this.#write(ServerReplies.shuttingDown + CRLF),
+          FORCED_LINE_WAIT_MS,
+        );
       }
     }
     this.#closeSocket();

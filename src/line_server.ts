@@ -14,6 +14,7 @@ import { Connection, type ConnectionConfig } from "./connection.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
 import { listenTls } from "./tls_listener.ts";
 import { IdleTracker } from "./idle_tracker.ts";
+import { settleWithin } from "./deadline.ts";
 import type { LineConn, LineListener } from "./transport.ts";
 import { type ConnectionOutcome, ServerMetrics } from "./metrics.ts";
 
@@ -268,28 +269,13 @@ export class LineServer {
   }
 
   /** Step 3: true when every connection ended before `timeoutMs` (or abort). */
-  async #waitForConnections(timeoutMs: number): Promise<boolean> {
-    const signal = this.#abortDrain.signal;
-    if (signal.aborted) return this.#connections.size === 0;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort = () => {};
-    const deadline = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), timeoutMs);
-      onAbort = () => resolve(false);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+  #waitForConnections(timeoutMs: number): Promise<boolean> {
     const allDone = (async () => {
       while (this.#connections.size > 0) {
         await Promise.allSettled(this.#connections.values());
       }
-      return true as const;
     })();
-    try {
-      return await Promise.race([allDone, deadline]);
-    } finally {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-    }
+    return settleWithin(allDone, timeoutMs, this.#abortDrain.signal);
   }
 
   /** Step 4: whatever is still open is closed by force. */
@@ -297,19 +283,10 @@ export class LineServer {
     await Promise.all([...this.#connections.keys()].map((c) => c.forceClose()));
     // Closed sockets end their tasks at once; the bound only guarantees
     // that a shutdown never hangs, whatever a transport does.
-    await this.#waitWithTimeout(
+    await settleWithin(
       Promise.allSettled(this.#connections.values()),
       FORCED_CLOSE_GRACE_MS,
     );
-  }
-
-  async #waitWithTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      promise,
-      new Promise((resolve) => timer = setTimeout(resolve, ms)),
-    ]);
-    clearTimeout(timer);
   }
 }
 

@@ -1,0 +1,42 @@
+/**
+ * Bounded waits: every wait in the server core that must not outlast a
+ * deadline goes through {@linkcode settleWithin}, which leaves no timer or
+ * abort listener behind (the test sanitizers check that).
+ *
+ * @module
+ */
+
+/**
+ * Resolves `true` once `promise` settles (fulfilled or rejected), or `false`
+ * after `ms` or when `signal` aborts, whichever comes first.
+ *
+ * @example
+ * ```ts
+ * import { settleWithin } from "./deadline.ts";
+ * await settleWithin(new Promise(() => {}), 10); // false, after 10 ms
+ * await settleWithin(Promise.resolve(), 10); // true
+ * ```
+ */
+export function settleWithin(
+  promise: Promise<unknown>,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const finish = (settled: boolean) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      resolve(settled);
+    };
+    const onAbort = () => finish(false);
+    const timer = setTimeout(onAbort, ms);
+    if (signal?.aborted) return finish(false);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    promise.then(() => finish(true), () => finish(true));
+  });
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  await settleWithin(new Promise(() => {}), ms, signal);
+}
