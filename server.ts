@@ -105,7 +105,10 @@ function listenError(
   );
 }
 
-async function startService(options: CliOptions): Promise<Service> {
+async function startService(
+  options: CliOptions,
+  workers: number,
+): Promise<Service> {
   const tls = readTlsFiles(options);
   const serverOptions: ServerOptions = {
     hostname: options.host,
@@ -116,9 +119,6 @@ async function startService(options: CliOptions): Promise<Service> {
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     tls,
   };
-  const workers = options.workers === 0
-    ? navigator.hardwareConcurrency
-    : options.workers;
   if (workers === 1) {
     try {
       const server = await startServer({
@@ -198,18 +198,18 @@ export async function main(args: string[]): Promise<number> {
   }
   const options = request.options;
   configureLogging({ level: options.logLevel, format: options.logFormat });
+  const workers = options.workers === 0
+    ? navigator.hardwareConcurrency
+    : options.workers;
   let service: Service;
   try {
-    service = await startService(options);
+    service = await startService(options, workers);
   } catch (error) {
     if (!(error instanceof StartError)) throw error;
     reportStartError(error.message, options);
     return error.exitCode;
   }
   const address = formatHost(service.addr.hostname, service.addr.port);
-  const workers = options.workers === 0
-    ? navigator.hardwareConcurrency
-    : options.workers;
   const limits = {
     protocol: options.protocol,
     workers,

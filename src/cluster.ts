@@ -136,7 +136,7 @@ export class WorkerPool {
    */
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
     const workers: WorkerHandle[] = [];
-    // The limit is per process in the kernel's view; split it evenly.
+    // Each worker counts only its own connections: split the limit evenly.
     const maxConnections = Math.ceil(
       (options.server.maxConnections ?? 10000) / options.count,
     );
