@@ -22,6 +22,7 @@ import {
 } from "./write_pool.ts";
 import type { IdleTracker } from "./idle_tracker.ts";
 import { settleWithin } from "./deadline.ts";
+import { errorWithStack } from "./logging.ts";
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
@@ -406,9 +407,7 @@ export class Connection {
     this.#config.metrics.errors.handler_fault++;
     this.#config.logger.error("connection {peer} failed: {error}", {
       peer: this.peer,
-      error: error instanceof Error
-        ? (error.stack ?? String(error))
-        : String(error),
+      error: errorWithStack(error),
     });
   }
 

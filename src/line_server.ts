@@ -14,6 +14,7 @@ import { Connection, type ConnectionConfig } from "./connection.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
 import { listenTls } from "./tls_listener.ts";
 import { IdleTracker } from "./idle_tracker.ts";
+import { errorWithStack } from "./logging.ts";
 import { settleWithin } from "./deadline.ts";
 import type { LineConn, LineListener } from "./transport.ts";
 import { type ConnectionOutcome, ServerMetrics } from "./metrics.ts";
@@ -166,9 +167,7 @@ export class LineServer {
       } catch (error) {
         // Nothing about one connection may end the accept loop.
         logger.error("cannot start a connection task: {error}", {
-          error: error instanceof Error
-            ? (error.stack ?? String(error))
-            : String(error),
+          error: errorWithStack(error),
         });
         try {
           conn.close();

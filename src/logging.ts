@@ -70,6 +70,13 @@ export function formatJson(record: LogRecord): string {
   }) + "\n";
 }
 
+/** An error as logged for a fault: its stack when it has one, so the log shows where. */
+export function errorWithStack(error: unknown): string {
+  return error instanceof Error
+    ? (error.stack ?? String(error))
+    : String(error);
+}
+
 const encoder = new TextEncoder();
 
 function writeStderr(text: string) {
