@@ -18,8 +18,11 @@ export interface Exchange {
 /** Which server a scenario drives. */
 export type Target = "calc" | "echo";
 
-/** mulberry32: a tiny deterministic PRNG, so every run sends the same lines. */
-function prng(seed: number): () => number {
+/**
+ * mulberry32: a tiny deterministic PRNG, so every run sends the same lines
+ * (the hostile-input test uses it too, so a printed seed replays a failure).
+ */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

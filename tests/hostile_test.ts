@@ -18,6 +18,7 @@ import {
   rssBytes,
   WELCOME,
 } from "./support/hardening.ts";
+import { prng } from "../bench/traffic.ts";
 
 const MAX_LINE = 1024;
 const CLIENTS = 6;
@@ -36,18 +37,6 @@ const ALLOWED = [
   /^<switching to (sum|product) mode>$/,
   /^Commands: sum, product, quit, help\. Or send integers separated by commas, e\.g\. 1,2,4$/,
 ];
-
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random bytes; `q` is avoided so no random line can ever be `quit`. */
 function randomBytes(
