@@ -304,11 +304,7 @@ Deno.test("mod.ts shutdown(): same drain as a signal, with exact summary counts"
     );
     const summary = await withTimeout(shutdown, 2000, "shutdown() to resolve");
     assert.deepEqual(
-      {
-        served: summary.served,
-        closedGracefully: summary.closedGracefully,
-        closedByForce: summary.closedByForce,
-      },
+      summary,
       { served: 3, closedGracefully: 2, closedByForce: 1 },
     );
   } finally {
@@ -350,11 +346,7 @@ Deno.test("mod.ts shutdown(): complete lines not yet answered are answered first
     await client.expectClosed(2000);
     const summary = await withTimeout(shutdown, 2000, "shutdown() to resolve");
     assert.deepEqual(
-      {
-        served: summary.served,
-        closedGracefully: summary.closedGracefully,
-        closedByForce: summary.closedByForce,
-      },
+      summary,
       { served: 1, closedGracefully: 1, closedByForce: 0 },
     );
   } finally {
@@ -374,11 +366,7 @@ Deno.test("mod.ts shutdown() of an idle server resolves at once with zero counts
   const summary = await withTimeout(server.shutdown(), 2000, "shutdown()");
   assert.ok(performance.now() - startedAt < 1000);
   assert.deepEqual(
-    {
-      served: summary.served,
-      closedGracefully: summary.closedGracefully,
-      closedByForce: summary.closedByForce,
-    },
+    summary,
     { served: 0, closedGracefully: 0, closedByForce: 0 },
   );
   await expectConnectRefused(port);
