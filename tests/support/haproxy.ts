@@ -7,27 +7,15 @@
  */
 import { withTimeout } from "./deadline.ts";
 import { httpGet } from "./admin_client.ts";
+import { toolMissingReason } from "./tools.ts";
 
 /** Absolute path of the project's HAProxy configuration. */
 export const HAPROXY_CONFIG =
   new URL("../../deploy/haproxy.cfg", import.meta.url).pathname;
 
 /** Why HAProxy tests cannot run here, or `undefined` if they can. */
-export async function haproxyMissingReason(): Promise<string | undefined> {
-  try {
-    const { code } = await new Deno.Command("haproxy", {
-      args: ["-v"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return code === 0 ? undefined : `"haproxy -v" exited with ${code}`;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      return "haproxy is not installed (Debian package: haproxy)";
-    }
-    throw error;
-  }
+export function haproxyMissingReason(): Promise<string | undefined> {
+  return toolMissingReason("haproxy", ["-v"], "haproxy");
 }
 
 /**

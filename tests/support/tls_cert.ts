@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { toolMissingReason } from "./tools.ts";
 
 /** A certificate and key on disk; remove them with `remove()` or `await using`. */
 export interface TestCertificate {
@@ -59,21 +60,8 @@ async function openssl(args: string[]): Promise<void> {
  * Why tests needing `openssl` cannot run here, or `undefined` if they can.
  * Use it as `Deno.test({ ignore: reason !== undefined, ... })`.
  */
-export async function opensslMissingReason(): Promise<string | undefined> {
-  try {
-    const { code } = await new Deno.Command("openssl", {
-      args: ["version"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return code === 0 ? undefined : `"openssl version" exited with ${code}`;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      return "openssl is not installed (Debian package: openssl)";
-    }
-    throw error;
-  }
+export function opensslMissingReason(): Promise<string | undefined> {
+  return toolMissingReason("openssl", ["version"], "openssl");
 }
 
 /**
