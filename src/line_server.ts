@@ -160,6 +160,7 @@ export class LineServer {
       const conn of acceptConnections(this.#listener, {
         signal: this.#stopAccepting.signal,
         logger,
+        onError: (kind) => this.metrics.acceptErrors[kind]++,
       })
     ) {
       try {

@@ -26,6 +26,14 @@ export type ErrorKind =
   | "handler_fault"
   | "handshake_failed";
 
+/** The `kind` label of `lineserver_accept_errors_total`. */
+export type AcceptErrorKind = "peer_reset" | "exhausted" | "other";
+
+const ACCEPT_ERROR_KINDS: readonly AcceptErrorKind[] = [
+  "peer_reset",
+  "exhausted",
+  "other",
+];
 const OUTCOMES: readonly ConnectionOutcome[] = [
   "quit",
   "peer_closed",
@@ -55,6 +63,7 @@ export interface MetricsSnapshot {
   draining: number;
   connectionsClosed: Record<ConnectionOutcome, number>;
   errors: Record<ErrorKind, number>;
+  acceptErrors: Record<AcceptErrorKind, number>;
 }
 
 /**
@@ -82,6 +91,10 @@ export class ServerMetrics {
     OUTCOMES,
   );
   readonly errors: Record<ErrorKind, number> = zeroed(ERROR_KINDS);
+  /** Failed accepts: a client that reset before it was taken, or exhaustion. */
+  readonly acceptErrors: Record<AcceptErrorKind, number> = zeroed(
+    ACCEPT_ERROR_KINDS,
+  );
 
   /** A plain copy of every value, to send between workers. */
   snapshot(): MetricsSnapshot {
@@ -93,6 +106,7 @@ export class ServerMetrics {
       draining: this.draining,
       connectionsClosed: { ...this.connectionsClosed },
       errors: { ...this.errors },
+      acceptErrors: { ...this.acceptErrors },
     };
   }
 
@@ -107,6 +121,9 @@ export class ServerMetrics {
       this.connectionsClosed[o] += other.connectionsClosed[o];
     }
     for (const k of ERROR_KINDS) this.errors[k] += other.errors[k];
+    for (const k of ACCEPT_ERROR_KINDS) {
+      this.acceptErrors[k] += other.acceptErrors[k];
+    }
   }
 
   /** The Prometheus text exposition of every metric. */
@@ -129,6 +146,11 @@ export class ServerMetrics {
       "# TYPE lineserver_errors_total counter",
       ...ERROR_KINDS.map((k) =>
         `lineserver_errors_total{kind="${k}"} ${this.errors[k]}`
+      ),
+      "# HELP lineserver_accept_errors_total Failed accepts, by kind.",
+      "# TYPE lineserver_accept_errors_total counter",
+      ...ACCEPT_ERROR_KINDS.map((k) =>
+        `lineserver_accept_errors_total{kind="${k}"} ${this.acceptErrors[k]}`
       ),
       "# HELP lineserver_bytes_received_total Bytes read from clients.",
       "# TYPE lineserver_bytes_received_total counter",
