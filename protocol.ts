@@ -7,7 +7,14 @@
 import type { LineProtocol, LineSession } from "./src/session.ts";
 import { calculatorProtocol } from "./src/calculator.ts";
 
-export type { LineProtocol, LineSession } from "./src/session.ts";
+export type {
+  CloseReason,
+  LineConnection,
+  LineProtocol,
+  LineSession,
+  PeerAddress,
+  Reply,
+} from "./src/session.ts";
 export {
   type Frame,
   LINE_TOO_LONG,
@@ -23,33 +30,16 @@ export {
 } from "./src/calculator.ts";
 
 /**
- * The reply to a request line longer than the limit, in both protocols.
- *
- * @example
- * ```ts
- * import { lineTooLongReply } from "./protocol.ts";
- * lineTooLongReply(65536); // "ERROR. Line too long (max 65536 bytes)"
- * ```
- */
-export function lineTooLongReply(maxLineBytes: number): string {
-  return `ERROR. Line too long (max ${maxLineBytes} bytes)`;
-}
-
-/**
  * Echo: no welcome; every framed request line comes back as the reply.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { EchoSession } from "./protocol.ts";
- * new EchoSession().reply("hello"); // "hello"
+ * assert.equal(new EchoSession().reply("hello"), "hello");
  * ```
  */
 export class EchoSession implements LineSession {
-  /** Echo sends no welcome line. */
-  readonly greeting: undefined = undefined;
-  /** Echo never ends a connection by itself. */
-  readonly ended = false;
-
   /** Returns the line unchanged. */
   reply(line: string): string {
     return line;
@@ -61,8 +51,8 @@ export class EchoSession implements LineSession {
  *
  * @example
  * ```ts
- * import { echoProtocol } from "./protocol.ts";
- * echoProtocol.createSession().reply("ping"); // "ping"
+ * import { echoProtocol, startServer } from "./mod.ts";
+ * await using server = await startServer({ port: 0, protocol: echoProtocol });
  * ```
  */
 export const echoProtocol: LineProtocol = {

@@ -24,7 +24,7 @@ import {
 import { WorkerPool, WorkerStartError } from "./src/cluster.ts";
 import { type AdminServer, startAdminServer } from "./src/admin.ts";
 import { onShutdownSignals } from "./signals.ts";
-import { validateTlsPair } from "./src/tls_listener.ts";
+import { validateTlsPair } from "./src/tls.ts";
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;

@@ -258,9 +258,8 @@ export class CalculatorSession implements LineSession {
  *
  * @example
  * ```ts
- * import { calculatorProtocol } from "./calculator.ts";
- * const session = calculatorProtocol.createSession();
- * session.greeting; // "<welcome: starting in sum mode>"
+ * import { calculatorProtocol, startServer } from "../mod.ts";
+ * await using server = await startServer({ port: 0, protocol: calculatorProtocol });
  * ```
  */
 export const calculatorProtocol: LineProtocol = {

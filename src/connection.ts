@@ -1,34 +1,41 @@
 /**
- * The per-connection handler: owns one socket, its read buffer, its line
- * decoder and its protocol session, and runs them until the connection ends.
+ * The per-connection handler: owns one client stream, its line decoder, its
+ * output and its protocol session, and serves them until the connection
+ * ends.
  *
- * Data flows one way: socket → {@linkcode LineDecoder} → session → one write
- * per read. The loop never reads while replies are unwritten, so a client
- * that does not read its replies is not buffered without bound
- * (backpressure), and at most one write per connection is ever pending.
+ * Data flows one way: stream → {@linkcode LineDecoder} → session → one write
+ * per batch of input. The handler stops reading while a reply is being
+ * computed asynchronously or while the client is not reading what was
+ * written (backpressure), so no client is buffered without bound, and a
+ * batch of heavy lines yields to other connections every few milliseconds.
  *
  * @module
  */
+import type { Duplex } from "node:stream";
+import { Buffer } from "node:buffer";
 import type { Logger } from "@logtape/logtape";
 import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
-import type { LineProtocol, LineSession } from "./session.ts";
-import type { ConnectionOutcome, ServerMetrics } from "./metrics.ts";
-import { formatAddr, isPeerGone, type LineConn } from "./transport.ts";
+import type {
+  CloseReason,
+  LineConnection,
+  LineProtocol,
+  LineSession,
+  PeerAddress,
+  Reply,
+} from "./session.ts";
+import type { ServerMetrics } from "./metrics.ts";
+import { formatAddr } from "./transport.ts";
 import { ServerReplies } from "./replies.ts";
-import {
-  returnWriteBuffer,
-  takeWriteBuffer,
-  WRITE_BUFFER_BYTES,
-} from "./write_pool.ts";
-import type { IdleTracker } from "./idle_tracker.ts";
-import { settleWithin } from "./deadline.ts";
+import type { TimeoutTracker } from "./timeout_tracker.ts";
 import { errorWithStack } from "./logging.ts";
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
   maxLineBytes: number;
   /** Closes connections that received nothing for the idle timeout; absent when disabled. */
-  idle: IdleTracker | undefined;
+  idle: TimeoutTracker<Connection> | undefined;
+  /** Closes connections whose line is unfinished after the line timeout; absent when disabled. */
+  line: TimeoutTracker<Connection> | undefined;
   /**
    * After our FIN, how long to keep reading (and dropping) what the client
    * still sends before closing. Closing a socket with unread input makes the
@@ -36,388 +43,458 @@ export interface ConnectionConfig {
    * yet; waiting for the client's own FIN avoids that.
    */
   lingerMs: number;
+  /** True once the server is draining. */
+  draining: () => boolean;
   metrics: ServerMetrics;
   logger: Logger;
 }
 
 /**
- * Where the handler is, so that events from outside (idle timer, shutdown,
- * force close) know what they may safely do:
- * - `starting`: the greeting is being written;
- * - `reading`: waiting for input with nothing to write (the only state in
- *   which a line may be written from outside the loop);
- * - `busy`: answering a read (a session call or a write is in flight);
- * - `closing`: the final line and FIN are on their way; input is dropped;
- * - `closed`: the socket is closed.
+ * Where the handler is: `open` while it serves; `closing` once its final
+ * output and FIN are on their way (input is dropped); `closed` when the
+ * stream is gone and the session has been told.
  */
-type Phase = "starting" | "reading" | "busy" | "closing" | "closed";
+type State = "open" | "closing" | "closed";
+
+/**
+ * Why an open connection is not reading: a reply promise is pending, or a
+ * batch of lines used up its time slice and waits for its next turn.
+ * (Unread output is the third reason, read off the stream itself.)
+ */
+type Wait = "reply" | "turn" | undefined;
 
 const CRLF = "\r\n";
-/** Idle connections hold only this much; reads that fill it grow it 4x, up to the max. */
-const MIN_READ_BUFFER = 512;
-const MAX_READ_BUFFER = 64 * 1024;
-/** How long a forced close waits for its best-effort shutdown line. */
-const FORCED_LINE_WAIT_MS = 50;
-
 /** The longest a connection computes replies before letting others run. */
 const TIME_SLICE_MS = 2;
+/** How long closing output may take to be written before the stream is destroyed. */
+const FINAL_FLUSH_MS = 1500;
+/** How long a forced close waits for its best-effort shutdown line. */
+const FORCED_LINE_WAIT_MS = 50;
+/** Default bound of {@linkcode LineProtocol.maxQueuedBytes}. */
+export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 
-const encoder = new TextEncoder();
-
-/** Lets timers and I/O of other connections run (a macrotask, not a microtask). */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-/** One accepted connection and the task that serves it. */
-export class Connection {
+/** One admitted connection and the task that serves it. */
+export class Connection implements LineConnection {
+  readonly id: number;
+  readonly peer: PeerAddress;
   /** The peer as `HOST:PORT`, for logs. */
-  readonly peer: string;
-  readonly #conn: LineConn;
+  readonly peerText: string;
+  readonly #stream: Duplex;
   readonly #protocol: LineProtocol;
-  readonly #decoder: LineDecoder;
   readonly #config: ConnectionConfig;
-  /** Asks the server's connection limit for a slot (see {@linkcode admitted}). */
-  readonly #admit: () => boolean | Promise<boolean>;
-  #admitted = false;
+  readonly #decoder: LineDecoder;
   readonly #tooLongReply: string;
+  readonly #maxQueuedBytes: number;
   readonly #logLines: boolean;
   readonly #openedAt = Date.now();
-  #buffer = new Uint8Array(MIN_READ_BUFFER);
-  #phase: Phase = "starting";
-  #outcome: ConnectionOutcome = "peer_closed";
+  #session: LineSession | undefined;
+  #state: State = "open";
+  #wait: Wait;
+  #reading = false;
+  /** Request lines framed and not yet answered, from index #next on. */
+  #frames: Frame[] = [];
+  #next = 0;
+  /** Output not yet handed to the stream; written once per batch. */
+  #out = "";
+  #flushQueued = false;
+  #pumping = false;
+  /** The client half-closed: answer what is left, then close. */
+  #peerEnded = false;
+  #outcome: CloseReason = "peer_closed";
   #lines = 0;
-  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Set once the server starts draining; checked at every line boundary. */
-  #draining = false;
-  /** The final line and FIN, when closing began. Never rejects. */
-  #closing: Promise<void> = Promise.resolve();
-  #closed = false;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #resolveDone!: (reason: CloseReason) => void;
+  /** Resolves with the reason once the connection has ended. */
+  readonly done: Promise<CloseReason>;
 
   constructor(
-    conn: LineConn,
+    stream: Duplex,
     config: ConnectionConfig,
-    options: {
-      protocol: LineProtocol;
-      admit: () => boolean | Promise<boolean>;
-    },
+    options: { id: number; peer: PeerAddress; protocol: LineProtocol },
   ) {
-    this.#conn = conn;
+    this.#stream = stream;
     this.#config = config;
+    this.id = options.id;
+    this.peer = options.peer;
+    this.peerText = formatAddr(options.peer);
     this.#protocol = options.protocol;
-    this.#admit = options.admit;
     this.#decoder = new LineDecoder(config.maxLineBytes);
     this.#tooLongReply = ServerReplies.lineTooLong(config.maxLineBytes) + CRLF;
+    this.#maxQueuedBytes = options.protocol.maxQueuedBytes ??
+      DEFAULT_MAX_QUEUED_BYTES;
     this.#logLines = config.logger.isEnabledFor("debug");
-    this.peer = formatAddr(conn.remoteAddr);
+    this.done = new Promise((resolve) => this.#resolveDone = resolve);
   }
 
-  /** True once the connection holds a slot of the server's limit (refused ones never do). */
-  get admitted(): boolean {
-    return this.#admitted;
+  get closed(): boolean {
+    return this.#state !== "open";
   }
 
-  /** How the connection ended (meaningful once {@linkcode run} has resolved). */
-  get outcome(): ConnectionOutcome {
+  /** How the connection ended (final once {@linkcode done} has resolved). */
+  get outcome(): CloseReason {
     return this.#outcome;
   }
 
-  /** Request lines answered so far. */
-  get lines(): number {
-    return this.#lines;
-  }
-
-  /** Serves the connection to its end. Never rejects: errors end only this connection. */
-  async run(): Promise<ConnectionOutcome> {
-    const { logger, metrics } = this.#config;
+  /** Starts serving; resolves with the reason once the connection has ended. Never rejects. */
+  run(): Promise<CloseReason> {
+    const stream = this.#stream;
+    stream.on("data", this.#onData);
+    stream.on("end", this.#onEnd);
+    stream.on("error", this.#onError);
+    stream.on("close", this.#onClose);
+    stream.on("drain", this.#onDrain);
+    this.#config.logger.info("connection opened {peer}", {
+      peer: this.peerText,
+    });
+    this.#config.idle?.start(this, this.#openedAt);
     try {
-      await this.#serve();
-      if (this.#phase === "closing") {
-        await this.#closing;
-        await this.#discardUntilEof();
+      this.#session = this.#protocol.createSession(this);
+      if (this.#session.greeting !== undefined) {
+        this.#out = this.#session.greeting + CRLF + this.#out;
       }
     } catch (error) {
-      this.#onError(error);
-    } finally {
-      this.#phase = "closed";
-      this.#config.idle?.remove(this);
-      clearTimeout(this.#lingerTimer);
-      this.#closeSocket();
+      // Nothing is owed to the client yet: close at once.
+      this.#logFault(error);
+      this.#outcome = "fault";
+      this.#state = "closing";
+      this.#destroy();
+      return this.done;
     }
-    metrics.connectionsClosed[this.#outcome]++;
-    if (this.#admitted) {
-      logger.info(
-        "connection closed {peer} after {durationMs} ms, {lines} lines, {reason}",
-        {
-          peer: this.peer,
-          durationMs: Date.now() - this.#openedAt,
-          lines: this.#lines,
-          reason: this.#outcome,
-        },
-      );
+    this.#pump();
+    return this.done;
+  }
+
+  send(...lines: string[]): boolean {
+    if (this.#state !== "open") return false;
+    for (const line of lines) this.#out += line + CRLF;
+    const queued = this.#out.length + this.#stream.writableLength;
+    if (queued > this.#maxQueuedBytes) {
+      this.#disconnectSlowConsumer(queued);
+      return false;
     }
-    return this.#outcome;
+    if (!this.#pumping && !this.#flushQueued) {
+      // Lines sent in one turn (a broadcast, a listing) go out in one write.
+      this.#flushQueued = true;
+      queueMicrotask(this.#flushQueuedOutput);
+    }
+    return queued < this.#stream.writableHighWaterMark;
+  }
+
+  drained(): Promise<void> {
+    this.#flush();
+    if (this.#state === "closed" || !this.#stream.writableNeedDrain) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        this.#stream.off("drain", done);
+        this.#stream.off("close", done);
+        resolve();
+      };
+      this.#stream.on("drain", done);
+      this.#stream.on("close", done);
+    });
+  }
+
+  close(finalLine?: string): void {
+    this.#beginClosing("quit", finalLine);
   }
 
   /**
-   * The server is draining: a connection idle between lines says goodbye
-   * now; one mid-line or answering finishes that first (checked in the loop).
+   * The server is draining: a connection between lines says goodbye now;
+   * one in the middle of a line, or answering, finishes that first.
    */
   beginShutdown(): void {
-    this.#draining = true;
-    if (this.#phase === "reading" && !this.#decoder.hasPartialLine) {
+    if (this.#state === "open" && this.#atLineBoundary()) {
       this.#beginClosing("shutdown", ServerReplies.shuttingDown);
     }
   }
 
-  /**
-   * Closes at once (shutdown deadline or abort), with a best-effort
-   * shutdown line when nothing else is being written.
-   */
-  async forceClose(): Promise<void> {
-    if (this.#closed) return;
-    if (this.#phase !== "closing") {
-      this.#outcome = "forced";
-      if (this.#phase === "reading") {
-        this.#phase = "closing";
-        await settleWithin(
-          this.#write(ServerReplies.shuttingDown + CRLF),
-          FORCED_LINE_WAIT_MS,
-        );
-      }
+  /** Closes at once (shutdown deadline or abort), with a best-effort shutdown line. */
+  forceClose(): void {
+    if (this.#state === "closed") return;
+    if (this.#state === "open") {
+      this.#beginClosing("forced", ServerReplies.shuttingDown);
     }
-    this.#closeSocket();
-  }
-
-  async #serve(): Promise<void> {
-    const admitted = this.#admit();
-    this.#admitted = typeof admitted === "boolean" ? admitted : await admitted;
-    // Force-closed while waiting for a slot (abort, shutdown deadline).
-    if (this.#closed) return;
-    if (!this.#admitted) {
-      this.#config.logger.debug("connection refused {peer}: server full", {
-        peer: this.peer,
-      });
-      this.#beginClosing("refused_busy", ServerReplies.tooManyConnections);
-      return;
-    }
-    this.#config.logger.info("connection opened {peer}", { peer: this.peer });
-    this.#config.idle?.touch(this, this.#openedAt);
-    const session = this.#protocol.createSession();
-    if (session.greeting !== undefined) {
-      await this.#write(session.greeting + CRLF);
-    }
-    const frames: Frame[] = [];
-    while (true) {
-      if (this.#phase === "closing" || this.#closed) return;
-      if (this.#draining && !this.#decoder.hasPartialLine) {
-        this.#beginClosing("shutdown", ServerReplies.shuttingDown);
-        return;
-      }
-      this.#phase = "reading";
-      const n = await this.#conn.read(this.#buffer);
-      // Closing began from outside (idle timeout, shutdown, force) while we waited.
-      if (this.#phase !== "reading") return;
-      this.#phase = "busy";
-      if (n === null) {
-        // The client half-closed: answer a final unterminated line, then close.
-        this.#decoder.finish(frames);
-        const { replies, fault } = await this.#answer(session, frames);
-        if (fault !== undefined) return this.#fail(fault.error, replies);
-        if (session.ended) return this.#beginClosing("quit", replies);
-        if (this.#draining) {
-          return this.#beginClosing(
-            "shutdown",
-            replies + ServerReplies.shuttingDown,
-          );
-        }
-        return this.#beginClosing("peer_closed", replies);
-      }
-      // Any byte, even part of a line, restarts the idle clock.
-      this.#config.idle?.touch(this);
-      this.#config.metrics.bytesReceived += n;
-      this.#decoder.push(this.#buffer.subarray(0, n), frames);
-      this.#resizeBuffer(n);
-      if (frames.length === 0) continue;
-      const { replies, fault } = await this.#answer(session, frames);
-      if (fault !== undefined) return this.#fail(fault.error, replies);
-      if (session.ended) return this.#beginClosing("quit", replies);
-      await this.#write(replies);
-    }
-  }
-
-  /**
-   * Answers every frame in order; stops after a reply that ends the session.
-   * If the session throws, the replies before it are kept (they are owed to
-   * the client) and the error is returned for the caller to close on.
-   */
-  async #answer(
-    session: LineSession,
-    frames: Frame[],
-  ): Promise<{ replies: string; fault?: { error: unknown } }> {
-    let replies = "";
-    let answered = 0;
-    let fault: { error: unknown } | undefined;
-    let sliceStart = Date.now();
-    for (const frame of frames) {
-      if (frame === LINE_TOO_LONG) {
-        this.#config.metrics.errors.line_too_long++;
-        replies += this.#tooLongReply;
-        answered++;
-        continue;
-      }
-      if (this.#logLines) {
-        this.#config.logger.debug("line from {peer}: {line}", {
-          peer: this.peer,
-          line: frame,
-        });
-      }
-      try {
-        const reply = session.reply(frame);
-        replies += (typeof reply === "string" ? reply : await reply) + CRLF;
-      } catch (error) {
-        fault = { error };
-        break;
-      }
-      answered++;
-      if (session.ended) break;
-      // Fairness: a batch of heavy lines (say, products of thousands of
-      // numbers) must not hold the event loop while other clients wait. The
-      // clock (Date.now: V8's own, no runtime call, unlike performance.now)
-      // is read only every 16 lines, or after a long one, to keep the cost
-      // off the hot path of small pipelined lines.
-      if ((answered & 15) === 0 || frame.length > 256) {
-        const now = Date.now();
-        if (now - sliceStart >= TIME_SLICE_MS) {
-          await yieldToEventLoop();
-          sliceStart = Date.now();
-        }
-      }
-    }
-    frames.length = 0;
-    this.#lines += answered;
-    this.#config.metrics.linesTotal += answered;
-    return fault === undefined ? { replies } : { replies, fault };
-  }
-
-  /** A session threw: log it with its stack, deliver the replies owed so far, close. */
-  #fail(error: unknown, replies: string): void {
-    this.#logFault(error);
-    this.#beginClosing("fault", replies);
-  }
-
-  /**
-   * Sends the final text (replies and/or a server line, CRLF added when it
-   * lacks one) and a FIN, then lets {@linkcode run} drop input until the
-   * client closes or the linger time ends.
-   */
-  #beginClosing(outcome: ConnectionOutcome, finalText?: string): void {
-    this.#phase = "closing";
-    this.#outcome = outcome;
-    this.#config.idle?.remove(this);
-    const text =
-      finalText === undefined || finalText === "" || finalText.endsWith(CRLF)
-        ? finalText
-        : finalText + CRLF;
-    this.#closing = (async () => {
-      try {
-        if (text) await this.#write(text);
-        await this.#conn.closeWrite();
-      } catch {
-        // The peer is gone or we were forced closed: nothing left to say.
-        this.#closeSocket();
-        return;
-      }
-      this.#lingerTimer = setTimeout(
-        () => this.#closeSocket(),
-        this.#config.lingerMs,
-      );
-    })();
-  }
-
-  async #discardUntilEof(): Promise<void> {
-    while (!this.#closed) {
-      if (await this.#conn.read(this.#buffer) === null) return;
-    }
-  }
-
-  async #write(text: string): Promise<void> {
-    // A UTF-16 code unit needs at most 3 UTF-8 bytes.
-    const pooled = text.length * 3 <= WRITE_BUFFER_BYTES
-      ? takeWriteBuffer()
-      : undefined;
-    try {
-      const bytes = pooled === undefined
-        ? encoder.encode(text)
-        : pooled.subarray(0, encoder.encodeInto(text, pooled).written);
-      let offset = 0;
-      while (offset < bytes.length) {
-        offset += await this.#conn.write(bytes.subarray(offset));
-      }
-      this.#config.metrics.bytesSent += bytes.length;
-    } finally {
-      if (pooled !== undefined) returnWriteBuffer(pooled);
-    }
-  }
-
-  /** Sizes the read buffer to the traffic: small while idle, larger when reads fill it. */
-  #resizeBuffer(lastRead: number) {
-    const size = this.#buffer.length;
-    if (lastRead === size && size < MAX_READ_BUFFER) {
-      this.#buffer = new Uint8Array(Math.min(MAX_READ_BUFFER, size * 4));
-    } else if (size > MIN_READ_BUFFER && lastRead <= size / 8) {
-      this.#buffer = new Uint8Array(Math.max(MIN_READ_BUFFER, size / 4));
-    }
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(this.#destroy, FORCED_LINE_WAIT_MS);
   }
 
   /** Called by the server's idle tracker: nothing was received for the idle timeout. */
   onIdleTimeout(): void {
-    if (this.#phase === "closing" || this.#phase === "closed") return;
+    if (this.#state !== "open") return;
     this.#config.metrics.errors.idle_timeout++;
-    if (this.#phase === "reading") {
-      this.#beginClosing("idle_timeout", ServerReplies.idleTimeout);
-    } else {
-      // A write is stuck behind a client that does not read: nothing more
-      // can be delivered in order, so close without waiting for it.
-      this.#outcome = "idle_timeout";
-      this.#closeSocket();
-    }
+    this.#beginClosing("idle_timeout", ServerReplies.idleTimeout);
   }
 
-  #onError(error: unknown) {
-    // An operation interrupted by our own close, or a failure after the
-    // final line, changes nothing about how the connection ended.
-    if (this.#closed || this.#phase === "closing") return;
-    const { logger, metrics } = this.#config;
-    if (isPeerGone(error) || error instanceof Deno.errors.InvalidData) {
+  /** Called by the server's line tracker: a line stayed unfinished for the line timeout. */
+  onLineTimeout(): void {
+    if (this.#state !== "open") return;
+    this.#config.metrics.errors.line_timeout++;
+    this.#beginClosing("line_timeout", ServerReplies.lineTimeout);
+  }
+
+  #onData = (chunk: Uint8Array) => {
+    if (this.#state !== "open") return; // closing: input is dropped
+    const { idle, line, metrics } = this.#config;
+    metrics.bytesReceived += chunk.length;
+    // Any byte, even part of a line, restarts the idle clock.
+    idle?.start(this);
+    const framed = this.#frames.length;
+    const wasInLine = this.#decoder.inLine;
+    this.#decoder.push(chunk, this.#frames);
+    if (line !== undefined) {
+      // The line clock starts with the first byte of a line and stops at its LF.
+      if (!this.#decoder.inLine) line.stop(this);
+      else if (!wasInLine || this.#frames.length > framed) line.start(this);
+    }
+    this.#pump();
+  };
+
+  #onEnd = () => {
+    if (this.#state !== "open") return;
+    this.#peerEnded = true;
+    this.#config.line?.stop(this);
+    this.#decoder.finish(this.#frames);
+    this.#pump();
+  };
+
+  #onError = (error: Error) => {
+    if (this.#state === "open") {
       this.#outcome = "reset";
-      metrics.errors.reset++;
-      logger.debug("connection {peer} lost: {error}", {
-        peer: this.peer,
+      this.#config.metrics.errors.reset++;
+      this.#config.logger.debug("connection {peer} lost: {error}", {
+        peer: this.peerText,
         error: String(error),
       });
-    } else {
-      this.#logFault(error);
     }
+    this.#destroy();
+  };
+
+  #onDrain = () => this.#updateReading();
+
+  /**
+   * Answers the framed lines in order until they are done or the handler
+   * must wait (a reply promise, its turn, the client's reading). Line
+   * boundaries are where the end of input and a shutdown take effect.
+   */
+  #pump(): void {
+    if (this.#state !== "open" || this.#wait !== undefined) return;
+    const session = this.#session!;
+    const frames = this.#frames;
+    let sliceStart = 0;
+    this.#pumping = true;
+    try {
+      while (this.#next < frames.length) {
+        const frame = frames[this.#next++];
+        if (frame === LINE_TOO_LONG) {
+          this.#config.metrics.errors.line_too_long++;
+          this.#out += this.#tooLongReply;
+          this.#answered();
+          continue;
+        }
+        if (this.#logLines) {
+          this.#config.logger.debug("line from {peer}: {line}", {
+            peer: this.peerText,
+            line: frame,
+          });
+        }
+        let reply: Reply | Promise<Reply>;
+        try {
+          reply = session.reply(frame);
+        } catch (error) {
+          return this.#fail(error);
+        }
+        if (reply instanceof Promise) return this.#awaitReply(reply);
+        this.#queueReply(reply);
+        if (this.#state !== "open") return;
+        if (session.ended) return this.#beginClosing("quit");
+        // Fairness: a batch of heavy lines (say, products of thousands of
+        // numbers) must not hold the event loop while other clients wait.
+        // The clock is read every 16 lines, or after a long one, to keep
+        // its cost off the hot path of small pipelined lines.
+        if ((this.#lines & 15) === 0 || frame.length > 256) {
+          const now = Date.now();
+          if (sliceStart === 0) sliceStart = now;
+          else if (now - sliceStart >= TIME_SLICE_MS) return this.#yieldTurn();
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+    frames.length = 0;
+    this.#next = 0;
+    if (this.#peerEnded) {
+      return this.#config.draining()
+        ? this.#beginClosing("shutdown", ServerReplies.shuttingDown)
+        : this.#beginClosing("peer_closed");
+    }
+    if (this.#config.draining() && this.#atLineBoundary()) {
+      return this.#beginClosing("shutdown", ServerReplies.shuttingDown);
+    }
+    this.#flush();
+    this.#updateReading();
+  }
+
+  #atLineBoundary(): boolean {
+    return this.#wait === undefined && this.#next >= this.#frames.length &&
+      !this.#decoder.hasPartialLine;
+  }
+
+  #queueReply(reply: Reply) {
+    if (typeof reply === "string") this.#out += reply + CRLF;
+    else if (reply !== undefined) {
+      for (const line of reply) this.#out += line + CRLF;
+    }
+    this.#answered();
+  }
+
+  #answered() {
+    this.#lines++;
+    this.#config.metrics.linesTotal++;
+  }
+
+  /** A reply is a promise: read nothing more until it settles (request order is kept). */
+  #awaitReply(reply: Promise<Reply>) {
+    this.#wait = "reply";
+    // The client waits for us: its silence now is not idleness.
+    this.#config.idle?.stop(this);
+    this.#config.line?.stop(this);
+    this.#flush();
+    this.#updateReading();
+    reply.then((value) => {
+      if (this.#state !== "open") return;
+      this.#wait = undefined;
+      this.#config.idle?.start(this);
+      if (this.#decoder.inLine) this.#config.line?.start(this);
+      this.#queueReply(value);
+      if (this.#state !== "open") return;
+      if (this.#session!.ended) return this.#beginClosing("quit");
+      this.#pump();
+    }, (error) => {
+      if (this.#state !== "open") return;
+      this.#wait = undefined;
+      this.#fail(error);
+    });
+  }
+
+  /** Lets other connections run (a macrotask, not a microtask) before going on. */
+  #yieldTurn() {
+    this.#wait = "turn";
+    this.#flush();
+    this.#updateReading();
+    setTimeout(() => {
+      this.#wait = undefined;
+      this.#pump();
+    }, 0);
+  }
+
+  /** Reads while open and nothing waits; while closing, reads to drop input. */
+  #updateReading() {
+    const read = this.#state === "closing" ||
+      (this.#state === "open" && this.#wait === undefined &&
+        !this.#stream.writableNeedDrain);
+    if (read === this.#reading) return;
+    this.#reading = read;
+    if (read) this.#stream.resume();
+    else this.#stream.pause();
+  }
+
+  #flushQueuedOutput = () => {
+    this.#flushQueued = false;
+    if (this.#state === "open") this.#flush();
+  };
+
+  #flush() {
+    if (this.#out === "") return;
+    const bytes = Buffer.from(this.#out, "utf8");
+    this.#out = "";
+    this.#config.metrics.bytesSent += bytes.length;
+    this.#stream.write(bytes);
+  }
+
+  /** A session threw: log it with its stack, deliver the replies owed so far, close. */
+  #fail(error: unknown) {
+    this.#logFault(error);
+    this.#beginClosing("fault");
   }
 
   /** An unexpected exception: counted, logged with its stack; it ends this connection only. */
   #logFault(error: unknown) {
-    this.#outcome = "fault";
     this.#config.metrics.errors.handler_fault++;
     this.#config.logger.error("connection {peer} failed: {error}", {
-      peer: this.peer,
+      peer: this.peerText,
       error: errorWithStack(error),
     });
   }
 
-  #closeSocket() {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
+  #disconnectSlowConsumer(queued: number) {
+    this.#config.metrics.errors.slow_consumer++;
+    this.#config.logger.warn(
+      "connection {peer} does not read its lines ({queued} bytes waiting): disconnecting",
+      { peer: this.peerText, queued },
+    );
+    this.#out = "";
+    this.#outcome = "slow_consumer";
+    this.#state = "closing";
+    this.#destroy();
   }
+
+  /**
+   * Writes what is owed and `finalLine`, then FIN; input from now on is
+   * dropped until the client closes too or the linger time ends.
+   */
+  #beginClosing(outcome: CloseReason, finalLine?: string) {
+    if (this.#state !== "open") return;
+    this.#state = "closing";
+    this.#outcome = outcome;
+    this.#config.idle?.stop(this);
+    this.#config.line?.stop(this);
+    if (finalLine !== undefined) this.#out += finalLine + CRLF;
+    this.#flush();
+    this.#stream.end(() => {
+      if (this.#state !== "closing") return;
+      clearTimeout(this.#closeTimer);
+      this.#closeTimer = setTimeout(this.#destroy, this.#config.lingerMs);
+    });
+    this.#closeTimer = setTimeout(
+      this.#destroy,
+      FINAL_FLUSH_MS + this.#config.lingerMs,
+    );
+    this.#updateReading();
+  }
+
+  #destroy = () => {
+    this.#stream.destroy();
+  };
+
+  #onClose = () => {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    clearTimeout(this.#closeTimer);
+    this.#config.idle?.stop(this);
+    this.#config.line?.stop(this);
+    const { logger, metrics } = this.#config;
+    metrics.connectionsClosed[this.#outcome]++;
+    logger.info(
+      "connection closed {peer} after {durationMs} ms, {lines} {lineNoun}, {reason}",
+      {
+        peer: this.peerText,
+        durationMs: Date.now() - this.#openedAt,
+        lines: this.#lines,
+        lineNoun: this.#lines === 1 ? "line" : "lines",
+        reason: this.#outcome,
+      },
+    );
+    try {
+      this.#session?.onClose?.(this.#outcome);
+    } catch (error) {
+      metrics.errors.handler_fault++;
+      logger.error("close hook of {peer} failed: {error}", {
+        peer: this.peerText,
+        error: errorWithStack(error),
+      });
+    }
+    this.#resolveDone(this.#outcome);
+  };
 }

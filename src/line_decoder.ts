@@ -85,6 +85,14 @@ export class LineDecoder {
     return this.#partialLength > 0;
   }
 
+  /**
+   * True from the first byte of a line to its terminator, also while the
+   * rest of a line already answered as too long is being dropped.
+   */
+  get inLine(): boolean {
+    return this.#partialLength > 0 || this.#discarding;
+  }
+
   /** Frames every line completed by `chunk` and appends them to `out`, in order. */
   push(chunk: Uint8Array, out: Frame[]): void {
     let start = 0;

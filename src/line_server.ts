@@ -1,23 +1,29 @@
 /**
- * The server core: a listener loop that only accepts and hands off, a set of
- * connection tasks, one connection limit, and a graceful shutdown that reads
- * as its own specification (close the listener, say goodbye to idle
- * connections, wait for busy ones until a deadline, close the rest).
+ * The server core: a listener loop that only accepts and hands off, one task
+ * per accepted socket (kept in a set), admission decided in one place, and a
+ * graceful shutdown that reads as its own specification (close the
+ * listener, say goodbye to idle connections, wait for busy ones until a
+ * deadline, close the rest).
  *
  * @module
  */
+import type net from "node:net";
+import type { Duplex } from "node:stream";
 import { getLogger, type Logger } from "@logtape/logtape";
-import type { LineProtocol } from "./session.ts";
+import type { LineProtocol, PeerAddress } from "./session.ts";
 import { calculatorProtocol } from "./calculator.ts";
-import { acceptConnections } from "./accept.ts";
 import { Connection, type ConnectionConfig } from "./connection.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
-import { listenTls } from "./tls_listener.ts";
-import { IdleTracker } from "./idle_tracker.ts";
+import { AddressLimit } from "./address_limit.ts";
+import { setUpConnection, socketPeer } from "./connection_setup.ts";
+import { createTlsContext, type TlsContext } from "./tls.ts";
+import { TimeoutTracker } from "./timeout_tracker.ts";
+import { LineDecoder } from "./line_decoder.ts";
 import { errorWithStack } from "./logging.ts";
-import { settleWithin } from "./deadline.ts";
-import type { LineConn, LineListener } from "./transport.ts";
-import { type ConnectionOutcome, ServerMetrics } from "./metrics.ts";
+import { pause, settleWithin } from "./deadline.ts";
+import { formatAddr, TcpListener } from "./transport.ts";
+import { ServerMetrics } from "./metrics.ts";
+import { ServerReplies } from "./replies.ts";
 
 /** Options of {@linkcode startServer}; every field has the CLI's default. */
 export interface ServerOptions {
@@ -31,10 +37,16 @@ export interface ServerOptions {
   maxLineBytes?: number;
   /** Most connections served at once; more are refused. Default 10000. */
   maxConnections?: number;
+  /** Most connections from one address (IPv6: one /64); 0 means no limit. Default 0. */
+  maxConnectionsPerIp?: number;
   /** Close connections that sent nothing for this long; 0 disables. Default 300000. */
   idleTimeoutMs?: number;
+  /** Close connections whose started line is not finished within this long; 0 disables. Default 60000. */
+  lineTimeoutMs?: number;
   /** How long {@linkcode LineServer.shutdown} waits before closing by force. Default 2000. */
   shutdownTimeoutMs?: number;
+  /** Every connection begins with a PROXY protocol header (v1 or v2). Default false. */
+  proxyProtocol?: boolean;
   /** Serve TLS with this PEM certificate chain and key. */
   tls?: { cert: string; key: string };
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). Default false. */
@@ -49,7 +61,7 @@ export interface ServerOptions {
 export interface ShutdownSummary {
   /** Connections served (admitted to a slot) since the server started. */
   served: number;
-  /** Connections open when shutdown began that closed before the deadline. */
+  /** Of the connections open when shutdown began, those that finished before the deadline. */
   closedGracefully: number;
   /** Connections closed by force: at the deadline, or by {@linkcode LineServer.abort}. */
   closedByForce: number;
@@ -57,12 +69,33 @@ export interface ShutdownSummary {
 
 /** TLS handshakes that have not finished after this long are dropped. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** A PROXY header must be complete this long after the connection is accepted. */
+const PROXY_HEADER_TIMEOUT_MS = 5_000;
 /** How long a connection that finds the server full waits for a slot before it is refused. */
 const ADMISSION_GRACE_MS = 10;
 /** After closing by force, how long the drain waits for the tasks to notice. */
 const FORCED_CLOSE_GRACE_MS = 1000;
 /** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
 const LINGER_MS = 500;
+
+/** Every option resolved to its value, validated. */
+type Settings =
+  & Required<
+    Omit<ServerOptions, "tls" | "logger" | "metrics" | "protocol">
+  >
+  & {
+    protocol: LineProtocol;
+    tls: TlsContext | undefined;
+    logger: Logger;
+    metrics: ServerMetrics;
+  };
+
+/** A slot taken for one client, given back once with {@linkcode release}. */
+interface Admission {
+  /** The connection's number (see `LineConnection.id`). */
+  id: number;
+  release(): void;
+}
 
 /** A running line server. Create it with {@linkcode startServer}. */
 export class LineServer {
@@ -74,14 +107,17 @@ export class LineServer {
   readonly protocol: LineProtocol;
   /** Resolves once the server has stopped, by shutdown or abort. */
   readonly finished: Promise<ShutdownSummary>;
-  readonly #listener: LineListener;
+  readonly #listener: TcpListener;
+  readonly #settings: Settings;
   readonly #config: ConnectionConfig;
   readonly #limit: ConnectionLimit;
-  readonly #shutdownTimeoutMs: number;
-  /** Every live connection task, refused ones included; each removes itself when it ends. */
-  readonly #connections = new Map<Connection, Promise<ConnectionOutcome>>();
-  /** Aborted when accepting must stop (shutdown or abort). */
-  readonly #stopAccepting = new AbortController();
+  readonly #perAddress: AddressLimit | undefined;
+  /** One task per accepted socket, from accept to close; each removes itself. */
+  readonly #tasks = new Set<Promise<void>>();
+  /** Admitted connections being served. */
+  readonly #connections = new Set<Connection>();
+  /** Sockets still in their PROXY header or TLS handshake. */
+  readonly #settingUp = new Set<net.Socket>();
   /** Aborted by {@linkcode abort}: cuts a drain short. */
   readonly #abortDrain = new AbortController();
   readonly #acceptLoop: Promise<void>;
@@ -90,35 +126,34 @@ export class LineServer {
   #resolveFinished!: (summary: ShutdownSummary) => void;
 
   /** @internal Use {@linkcode startServer}. */
-  constructor(
-    listener: LineListener,
-    options: Required<
-      Pick<
-        ServerOptions,
-        | "protocol"
-        | "maxLineBytes"
-        | "maxConnections"
-        | "idleTimeoutMs"
-        | "shutdownTimeoutMs"
-        | "logger"
-        | "metrics"
-      >
-    >,
-  ) {
+  constructor(listener: TcpListener, settings: Settings) {
     this.#listener = listener;
-    this.addr = listener.addr as Deno.NetAddr;
-    this.protocol = options.protocol;
-    this.metrics = options.metrics;
-    this.#limit = new ConnectionLimit(options.maxConnections);
-    this.#shutdownTimeoutMs = options.shutdownTimeoutMs;
+    this.#settings = settings;
+    this.addr = { transport: "tcp", ...listener.addr };
+    this.protocol = settings.protocol;
+    this.metrics = settings.metrics;
+    this.#limit = new ConnectionLimit(settings.maxConnections);
+    this.#perAddress = settings.maxConnectionsPerIp > 0
+      ? new AddressLimit(settings.maxConnectionsPerIp)
+      : undefined;
     this.#config = {
-      maxLineBytes: options.maxLineBytes,
-      idle: options.idleTimeoutMs > 0
-        ? new IdleTracker(options.idleTimeoutMs)
+      maxLineBytes: settings.maxLineBytes,
+      idle: settings.idleTimeoutMs > 0
+        ? new TimeoutTracker<Connection>(
+          settings.idleTimeoutMs,
+          (connection) => connection.onIdleTimeout(),
+        )
+        : undefined,
+      line: settings.lineTimeoutMs > 0
+        ? new TimeoutTracker<Connection>(
+          settings.lineTimeoutMs,
+          (connection) => connection.onLineTimeout(),
+        )
         : undefined,
       lingerMs: LINGER_MS,
-      metrics: options.metrics,
-      logger: options.logger,
+      draining: () => this.draining,
+      metrics: settings.metrics,
+      logger: settings.logger,
     };
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#acceptLoop = this.#accept();
@@ -135,7 +170,7 @@ export class LineServer {
   }
 
   /**
-   * Graceful shutdown (SPEC §6): stop accepting, close idle connections with
+   * Graceful shutdown: stop accepting, close idle connections with
    * `<server shutting down>`, let busy ones finish their lines, close what is
    * left at the shutdown timeout. Calling it again returns the same result.
    */
@@ -154,97 +189,150 @@ export class LineServer {
     await this.shutdown();
   }
 
+  /** The listener loop: accept and hand off, nothing else. */
   async #accept(): Promise<void> {
-    const { logger } = this.#config;
-    for await (
-      const conn of acceptConnections(this.#listener, {
-        signal: this.#stopAccepting.signal,
-        logger,
-        onError: (kind) => this.metrics.acceptErrors[kind]++,
-      })
-    ) {
-      try {
-        this.#handOff(conn);
-      } catch (error) {
+    for await (const socket of this.#listener) {
+      const task = this.#serve(socket).catch((error) => {
         // Nothing about one connection may end the accept loop.
-        logger.error("cannot start a connection task: {error}", {
+        this.#settings.logger.error("connection task failed: {error}", {
           error: errorWithStack(error),
         });
-        try {
-          conn.close();
-        } catch {
-          // Already closed.
-        }
-      }
+        socket.destroy();
+      }).finally(() => this.#tasks.delete(task));
+      this.#tasks.add(task);
     }
   }
 
-  /** Starts the task for one accepted connection, or for its refusal when the server is full. */
-  #handOff(conn: LineConn) {
-    const { metrics } = this.#config;
-    if ("setNoDelay" in conn) {
-      // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
-      const tcp = conn as Deno.TcpConn;
-      try {
-        tcp.setNoDelay(true);
-        tcp.setKeepAlive(true);
-      } catch {
-        // The peer is already gone; its first read will say so.
+  /** One accepted socket from accept to close: set up, admit, serve or refuse. */
+  async #serve(socket: net.Socket): Promise<void> {
+    // An error with no listener would end the process; the stream's owner
+    // (setup, a Connection, a refusal) reacts to it with its own listener.
+    socket.on("error", ignore);
+    // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+    const { metrics, logger } = this.#settings;
+    let stream: Duplex = socket;
+    let peer = socketPeer(socket);
+    if (this.#settings.proxyProtocol || this.#settings.tls !== undefined) {
+      this.#settingUp.add(socket);
+      const setup = await setUpConnection(socket, {
+        proxyHeaderTimeoutMs: this.#settings.proxyProtocol
+          ? PROXY_HEADER_TIMEOUT_MS
+          : undefined,
+        tls: this.#settings.tls,
+        handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+      }).finally(() => this.#settingUp.delete(socket));
+      if (!setup.ok) {
+        if (setup.failure === "reset") {
+          metrics.errors.reset++;
+          metrics.connectionsClosed.reset++;
+          return;
+        }
+        metrics.errors[setup.failure]++;
+        metrics.connectionsClosed[setup.failure]++;
+        const details = {
+          peer: formatAddr(setup.socketPeer),
+          reason: setup.reason,
+        };
+        if (setup.failure === "proxy_header_invalid") {
+          logger.warn(
+            "closing {peer}: invalid PROXY header: {reason}",
+            details,
+          );
+        } else {
+          logger.debug("TLS handshake with {peer} failed: {reason}", details);
+        }
+        return;
       }
+      stream = setup.stream;
+      peer = setup.peer;
+      if (this.draining) return void stream.destroy();
     }
-    const connection = new Connection(conn, this.#config, {
+    const admission = await this.#admit(peer);
+    if (typeof admission === "string") {
+      return await this.#refuse(stream, peer, admission);
+    }
+    const connection = new Connection(stream, this.#config, {
+      id: admission.id,
+      peer,
       protocol: this.protocol,
-      admit: () => this.#admit(),
     });
-    const task = connection.run().finally(() => {
+    this.#connections.add(connection);
+    try {
+      await connection.run();
+    } finally {
       this.#connections.delete(connection);
-      if (connection.admitted) {
-        this.#limit.release();
-        metrics.connectionsActive--;
-      }
-    });
-    this.#connections.set(connection, task);
+      admission.release();
+    }
   }
 
   /**
-   * Takes a slot for a new connection. When the server is full, it looks
-   * once more after a short grace before refusing: a client that just
-   * disconnected may free its slot in the same event-loop turn in which the
-   * next client is accepted, and that client should not be turned away.
+   * Admission, decided here only: the per-address limit first, then a slot
+   * of the server's limit. A client that finds the server full is looked at
+   * once more after a short grace: a client that just disconnected may free
+   * its slot in the same event-loop turn in which the next one is accepted,
+   * and that one should not be turned away. A refused client holds nothing.
    */
-  #admit(): boolean | Promise<boolean> {
-    if (this.#limit.tryAcquire()) return this.#countAdmitted(true);
-    return new Promise((resolve) =>
-      setTimeout(
-        () => resolve(this.#countAdmitted(this.#limit.tryAcquire())),
-        ADMISSION_GRACE_MS,
-      )
-    );
+  async #admit(
+    peer: PeerAddress,
+  ): Promise<Admission | "refused_per_ip" | "refused_busy"> {
+    const perAddress = this.#perAddress;
+    if (perAddress !== undefined && !perAddress.tryAcquire(peer.hostname)) {
+      return "refused_per_ip";
+    }
+    if (!this.#limit.tryAcquire()) {
+      await pause(ADMISSION_GRACE_MS);
+      if (!this.#limit.tryAcquire()) {
+        perAddress?.release(peer.hostname);
+        return "refused_busy";
+      }
+    }
+    this.metrics.connectionsActive++;
+    return {
+      id: ++this.#served,
+      release: () => {
+        this.#limit.release();
+        perAddress?.release(peer.hostname);
+        this.metrics.connectionsActive--;
+      },
+    };
   }
 
-  #countAdmitted(admitted: boolean): boolean {
-    if (admitted) {
-      this.#served++;
-      this.metrics.connectionsActive++;
-    } else {
-      this.metrics.errors.refused_busy++;
-    }
-    return admitted;
+  /** Sends the refusal as the first and only line, then closes. */
+  async #refuse(
+    stream: Duplex,
+    peer: PeerAddress,
+    outcome: "refused_per_ip" | "refused_busy",
+  ): Promise<void> {
+    const { metrics, logger } = this.#settings;
+    metrics.errors[outcome]++;
+    metrics.connectionsClosed[outcome]++;
+    logger.debug("connection refused {peer}: {reason}", {
+      peer: formatAddr(peer),
+      reason: outcome,
+    });
+    const line =
+      (outcome === "refused_busy"
+        ? ServerReplies.tooManyConnections
+        : ServerReplies.tooManyFromAddress) + "\r\n";
+    metrics.bytesSent += line.length;
+    await closeWithText(stream, line);
   }
 
   async #drain(): Promise<ShutdownSummary> {
     this.metrics.draining = 1;
     await this.#closeListener();
-    const open = [...this.#connections.keys()];
+    const open = [...this.#connections];
     this.#closeIdleConnections(open);
-    const drained = await this.#waitForConnections(this.#shutdownTimeoutMs);
+    const drained = await this.#waitForConnections(
+      this.#settings.shutdownTimeoutMs,
+    );
     if (!drained) await this.#closeRemainingConnections();
-    const outcomes = open.map((c) => c.outcome);
-    const forced = outcomes.filter((o) => o === "forced").length;
+    const forced = open.filter((c) => c.outcome === "forced").length;
     const summary: ShutdownSummary = {
       served: this.#served,
-      closedGracefully: outcomes.filter((o) => o !== "refused_busy").length -
-        forced,
+      closedGracefully: open.length - forced,
       closedByForce: forced,
     };
     this.#resolveFinished(summary);
@@ -253,94 +341,142 @@ export class LineServer {
 
   /** Step 1: new connections are refused from now on. */
   async #closeListener() {
-    this.#stopAccepting.abort();
-    try {
-      this.#listener.close();
-    } catch {
-      // Already closed.
-    }
-    // Let the pending accept settle, or binding the port again can fail.
+    this.#listener.close();
     await this.#acceptLoop;
   }
 
-  /** Step 2: idle connections say goodbye now; busy ones at their next line boundary. */
+  /**
+   * Step 2: idle connections say goodbye now, busy ones at their next line
+   * boundary; clients still in their PROXY header or TLS handshake have
+   * sent no line and are closed.
+   */
   #closeIdleConnections(open: Connection[]) {
+    for (const socket of this.#settingUp) socket.destroy();
     for (const connection of open) connection.beginShutdown();
   }
 
-  /** Step 3: true when every connection ended before `timeoutMs` (or abort). */
+  /** Step 3: true when every task ended before `timeoutMs` (or abort). */
   #waitForConnections(timeoutMs: number): Promise<boolean> {
     const allDone = (async () => {
-      while (this.#connections.size > 0) {
-        await Promise.allSettled(this.#connections.values());
-      }
+      while (this.#tasks.size > 0) await Promise.allSettled(this.#tasks);
     })();
     return settleWithin(allDone, timeoutMs, this.#abortDrain.signal);
   }
 
   /** Step 4: whatever is still open is closed by force. */
   async #closeRemainingConnections() {
-    await Promise.all([...this.#connections.keys()].map((c) => c.forceClose()));
-    // Closed sockets end their tasks at once; the bound only guarantees
+    for (const socket of this.#settingUp) socket.destroy();
+    for (const connection of this.#connections) connection.forceClose();
+    // Closed streams end their tasks at once; the bound only guarantees
     // that a shutdown never hangs, whatever a transport does.
-    await settleWithin(
-      Promise.allSettled(this.#connections.values()),
-      FORCED_CLOSE_GRACE_MS,
-    );
+    await settleWithin(Promise.allSettled(this.#tasks), FORCED_CLOSE_GRACE_MS);
   }
 }
 
+function ignore() {}
+
 /**
- * Binds the listener and starts serving. Rejects (e.g. `Deno.errors.AddrInUse`)
- * if the address cannot be bound.
+ * Writes `text` and FIN, drops what the client still sends, and destroys
+ * the stream if the client has not closed soon after.
+ */
+function closeWithText(stream: Duplex, text: string): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => stream.destroy(), 4 * LINGER_MS);
+    stream.on("error", ignore);
+    stream.once("close", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    stream.end(text);
+    stream.resume();
+  });
+}
+
+/** Checks every option and fills in the defaults; throws before anything is bound. */
+function settle(options: ServerOptions): Settings {
+  const count = (name: string, value: number, min: number) => {
+    if (!Number.isSafeInteger(value) || value < min) {
+      throw new RangeError(
+        `Cannot use ${name}: expected an integer of at least ${min}, received ${value}`,
+      );
+    }
+    return value;
+  };
+  const duration = (name: string, value: number) => {
+    if (!(value >= 0 && value <= 2 ** 31 - 1)) {
+      throw new RangeError(
+        `Cannot use ${name}: expected milliseconds from 0 to 2147483647, received ${value}`,
+      );
+    }
+    return value;
+  };
+  const settings: Settings = {
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? 8080,
+    protocol: options.protocol ?? calculatorProtocol,
+    maxLineBytes: count("maxLineBytes", options.maxLineBytes ?? 65536, 1),
+    maxConnections: count(
+      "maxConnections",
+      options.maxConnections ?? 10000,
+      1,
+    ),
+    maxConnectionsPerIp: count(
+      "maxConnectionsPerIp",
+      options.maxConnectionsPerIp ?? 0,
+      0,
+    ),
+    idleTimeoutMs: duration("idleTimeoutMs", options.idleTimeoutMs ?? 300_000),
+    lineTimeoutMs: duration("lineTimeoutMs", options.lineTimeoutMs ?? 60_000),
+    shutdownTimeoutMs: duration(
+      "shutdownTimeoutMs",
+      options.shutdownTimeoutMs ?? 2000,
+    ),
+    proxyProtocol: options.proxyProtocol ?? false,
+    tls: options.tls === undefined
+      ? undefined
+      : createTlsContext(options.tls.cert, options.tls.key),
+    reusePort: options.reusePort ?? false,
+    logger: options.logger ?? getLogger(["lineserver"]),
+    metrics: options.metrics ?? new ServerMetrics(),
+  };
+  count("port", settings.port, 0);
+  if (settings.port > 65535) {
+    throw new RangeError(
+      `Cannot use port: expected 0 to 65535, received ${settings.port}`,
+    );
+  }
+  if (settings.tls !== undefined && settings.reusePort) {
+    throw new TypeError("Cannot combine TLS with reusePort");
+  }
+  // The decoder checks its own limit; build one to fail here, not per client.
+  new LineDecoder(settings.maxLineBytes);
+  return settings;
+}
+
+/**
+ * Checks the options, binds the listener and starts serving. Throws a
+ * `RangeError` or `TypeError` for a bad option before binding anything;
+ * rejects (e.g. `Deno.errors.AddrInUse`) if the address cannot be bound.
  *
  * @example
  * ```ts
- * import { startServer, echoProtocol } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { echoProtocol, startServer } from "../mod.ts";
  * const server = await startServer({ port: 0, protocol: echoProtocol });
- * console.log(`serving on port ${server.addr.port}`);
+ * assert.ok(server.addr.port > 0);
  * await server.shutdown();
  * ```
  */
 export async function startServer(
   options: ServerOptions = {},
 ): Promise<LineServer> {
-  const hostname = options.hostname ?? "127.0.0.1";
-  const port = options.port ?? 8080;
-  const reusePort = options.reusePort ?? false;
-  const logger = options.logger ?? getLogger(["lineserver"]);
-  const metrics = options.metrics ?? new ServerMetrics();
-  let listener: LineListener;
-  if (options.tls) {
-    if (reusePort) throw new TypeError("Cannot combine TLS with reusePort");
-    listener = await listenTls({
-      hostname,
-      port,
-      cert: options.tls.cert,
-      key: options.tls.key,
-      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-      onServerError(error) {
-        logger.warn("TLS listener error: {error}", { error: String(error) });
-      },
-      onHandshakeFailure(peer, reason) {
-        metrics.errors.handshake_failed++;
-        metrics.connectionsClosed.handshake_failed++;
-        logger.debug("TLS handshake with {peer} failed: {reason}", {
-          peer,
-          reason,
-        });
-      },
-    });
-  } else {
-    listener = Deno.listen({ hostname, port, transport: "tcp", reusePort });
-  }
-  return new LineServer(listener, {
-    protocol: options.protocol ?? calculatorProtocol,
-    maxLineBytes: options.maxLineBytes ?? 65536,
-    maxConnections: options.maxConnections ?? 10000,
-    idleTimeoutMs: options.idleTimeoutMs ?? 300_000,
-    shutdownTimeoutMs: options.shutdownTimeoutMs ?? 2000,
-    logger,
-    metrics,
+  const settings = settle(options);
+  const listener = await TcpListener.listen({
+    hostname: settings.hostname,
+    port: settings.port,
+    reusePort: settings.reusePort,
+    logger: settings.logger,
+    onAcceptError: (kind) => settings.metrics.acceptErrors[kind]++,
   });
+  return new LineServer(listener, settings);
 }

@@ -4,27 +4,32 @@
  *
  * @module
  */
+import type { CloseReason } from "./session.ts";
 
-/** How a connection ended; also the `outcome` label of `lineserver_connections_total`. */
+/**
+ * How a connection ended; also the `outcome` label of
+ * `lineserver_connections_total`: the reasons an admitted connection ends
+ * with, and those of a client that was never admitted.
+ */
 export type ConnectionOutcome =
-  | "quit"
-  | "peer_closed"
-  | "idle_timeout"
-  | "shutdown"
-  | "forced"
-  | "reset"
-  | "fault"
+  | CloseReason
   | "refused_busy"
-  | "handshake_failed";
+  | "refused_per_ip"
+  | "handshake_failed"
+  | "proxy_header_invalid";
 
 /** The `kind` label of `lineserver_errors_total`. */
 export type ErrorKind =
   | "line_too_long"
   | "refused_busy"
+  | "refused_per_ip"
   | "idle_timeout"
+  | "line_timeout"
+  | "slow_consumer"
   | "reset"
   | "handler_fault"
-  | "handshake_failed";
+  | "handshake_failed"
+  | "proxy_header_invalid";
 
 /** The `kind` label of `lineserver_accept_errors_total`. */
 export type AcceptErrorKind = "peer_reset" | "exhausted" | "other";
@@ -38,20 +43,28 @@ const OUTCOMES: readonly ConnectionOutcome[] = [
   "quit",
   "peer_closed",
   "idle_timeout",
+  "line_timeout",
   "shutdown",
   "forced",
   "reset",
+  "slow_consumer",
   "fault",
   "refused_busy",
+  "refused_per_ip",
   "handshake_failed",
+  "proxy_header_invalid",
 ];
 const ERROR_KINDS: readonly ErrorKind[] = [
   "line_too_long",
   "refused_busy",
+  "refused_per_ip",
   "idle_timeout",
+  "line_timeout",
+  "slow_consumer",
   "reset",
   "handler_fault",
   "handshake_failed",
+  "proxy_header_invalid",
 ];
 
 /** The values of a {@linkcode ServerMetrics}, as plain data. */

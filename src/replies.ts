@@ -15,7 +15,10 @@
  */
 export const ServerReplies = {
   tooManyConnections: "ERROR. Too many connections, try again later",
+  tooManyFromAddress:
+    "ERROR. Too many connections from your address, try again later",
   idleTimeout: "<idle timeout: closing connection>",
+  lineTimeout: "<line timeout: closing connection>",
   shuttingDown: "<server shutting down>",
   lineTooLong: (maxLineBytes: number) =>
     `ERROR. Line too long (max ${maxLineBytes} bytes)`,

@@ -12,6 +12,7 @@ import {
   type Frame,
   LINE_TOO_LONG,
   LineDecoder,
+  type LineSession,
   stripTrailingWhitespace,
 } from "../protocol.ts";
 
@@ -294,11 +295,11 @@ Deno.test("calculator: the mode belongs to one session", () => {
 });
 
 Deno.test("echo: no greeting, every line back", () => {
-  const session = new EchoSession();
+  const session: LineSession = new EchoSession();
   assert.equal(session.greeting, undefined);
   assert.equal(session.reply("  hello"), "  hello");
   assert.equal(session.reply(""), "");
-  assert.equal(session.ended, false);
+  assert.equal(session.ended, undefined);
 });
 
 /** The framing rules of SPEC §2 written as plainly as possible, for comparison. */

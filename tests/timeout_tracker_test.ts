@@ -1,0 +1,94 @@
+/** Unit tests of the single-timer timeout tracker, on a manual clock. */
+import assert from "node:assert/strict";
+import { type Clock, TimeoutTracker } from "../src/timeout_tracker.ts";
+
+/** A clock that moves only when told; timers fire as time passes them. */
+class ManualClock implements Clock {
+  #now = 1000;
+  #nextId = 1;
+  readonly timers = new Map<number, { due: number; callback: () => void }>();
+
+  now(): number {
+    return this.#now;
+  }
+
+  schedule(callback: () => void, ms: number): () => void {
+    const id = this.#nextId++;
+    this.timers.set(id, { due: this.#now + ms, callback });
+    return () => this.timers.delete(id);
+  }
+
+  advance(ms: number): void {
+    const until = this.#now + ms;
+    while (true) {
+      const next = [...this.timers.entries()].sort((a, b) =>
+        a[1].due - b[1].due
+      )[0];
+      if (next === undefined || next[1].due > until) break;
+      this.timers.delete(next[0]);
+      this.#now = next[1].due;
+      next[1].callback();
+    }
+    this.#now = until;
+  }
+}
+
+function tracker(timeoutMs: number) {
+  const clock = new ManualClock();
+  const expired: string[] = [];
+  const timeouts = new TimeoutTracker<string>(
+    timeoutMs,
+    (target) => expired.push(`${target}@${clock.now()}`),
+    clock,
+  );
+  return { clock, expired, timeouts };
+}
+
+Deno.test("timeout tracker: silent targets expire at their deadline, in order; restarted ones are spared", () => {
+  const { clock, expired, timeouts } = tracker(80);
+  timeouts.start("a");
+  clock.advance(10);
+  timeouts.start("b");
+  timeouts.start("c");
+  for (let i = 0; i < 4; i++) {
+    clock.advance(40);
+    timeouts.start("b"); // b keeps talking
+  }
+  assert.deepEqual(expired, ["a@1080", "c@1090"]);
+  assert.ok(timeouts.has("b"));
+  timeouts.stop("b");
+  assert.equal(
+    clock.timers.size,
+    0,
+    "no timer is left once nothing is tracked",
+  );
+});
+
+Deno.test("timeout tracker: nothing expires a moment before the deadline", () => {
+  const { clock, expired, timeouts } = tracker(100);
+  timeouts.start("a");
+  clock.advance(99);
+  assert.deepEqual(expired, []);
+  clock.advance(1);
+  assert.deepEqual(expired, ["a@1100"]);
+  assert.equal(timeouts.has("a"), false);
+});
+
+Deno.test("timeout tracker: a stopped target never expires", () => {
+  const { clock, expired, timeouts } = tracker(30);
+  timeouts.start("a");
+  timeouts.start("b");
+  timeouts.stop("a");
+  clock.advance(1000);
+  assert.deepEqual(expired, ["b@1030"]);
+});
+
+Deno.test("timeout tracker: at most one timer is armed, however many targets", () => {
+  const { clock, timeouts } = tracker(50);
+  for (let i = 0; i < 100; i++) timeouts.start(`t${i}`);
+  assert.equal(clock.timers.size, 1);
+});
+
+Deno.test("timeout tracker: rejects a timeout that is not positive", () => {
+  assert.throws(() => new TimeoutTracker(0, () => {}), RangeError);
+});
