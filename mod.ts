@@ -34,18 +34,25 @@ export {
   calculatorProtocol,
   CalculatorReplies,
   CalculatorSession,
+  type CloseReason,
   echoProtocol,
   EchoSession,
   evaluateIntegers,
   type Frame,
   LINE_TOO_LONG,
+  type LineConnection,
   LineDecoder,
   type LineProtocol,
   type LineSession,
+  type PeerAddress,
+  type Reply,
 } from "./protocol.ts";
+export { ConnectionGroup } from "./src/connection_group.ts";
 export { ServerReplies } from "./src/replies.ts";
 export {
+  type AcceptErrorKind,
   type ConnectionOutcome,
   type ErrorKind,
+  type MetricsSnapshot,
   ServerMetrics,
 } from "./src/metrics.ts";
