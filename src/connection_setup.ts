@@ -150,10 +150,12 @@ function readProxyHeader(
       if (result.status === "invalid") {
         return finish({ ok: false, reason: result.reason, reset: false });
       }
+      // Stop listening first: unshifting into a flowing stream would hand
+      // the rest straight back to this handler.
+      finish({ ok: true, source: result.source });
       if (result.length < received.length) {
         socket.unshift(received.subarray(result.length));
       }
-      finish({ ok: true, source: result.source });
     };
     const onEnd = () =>
       finish({

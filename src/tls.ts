@@ -91,6 +91,5 @@ export function startTls(
     });
     secure.once("error", (error) => fail(error.message));
     secure.once("close", () => fail("closed during the handshake"));
-    socket.resume();
   });
 }
