@@ -267,6 +267,12 @@ export async function main(args: string[]): Promise<number> {
       );
       service.shutdown();
     },
+    repeated(signal, gapMs) {
+      serverLogger.info(
+        "{signal} received again {gapMs} ms later: the same request delivered twice (a parent process such as deno task passes signals on), still draining",
+        { signal, gapMs: Math.round(gapMs * 1000) / 1000 },
+      );
+    },
     immediate(signal) {
       serverLogger.warn("{signal} received again: closing everything now", {
         signal,
