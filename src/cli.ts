@@ -43,7 +43,8 @@ export type CliRequest =
 export const USAGE =
   `lineserver ${VERSION}: a concurrent TCP line-protocol server
 
-Usage: deno run --allow-net server.ts [options]
+Usage: deno task start [options]
+       deno run --allow-net [--allow-read] server.ts [options]
 
 Options:
   --host HOST               interface to listen on (default 127.0.0.1)
@@ -55,14 +56,23 @@ Options:
   --shutdown-timeout SECONDS  grace period on SIGINT/SIGTERM (default 2)
   --log-level LEVEL         debug, info, warning or error (default info)
   --log-format FORMAT       text or json (default text)
-  --workers N               listeners sharing the port, 0 = one per CPU (default 1)
-  --tls-cert FILE           serve TLS with this PEM certificate (needs --tls-key)
-  --tls-key FILE            PEM private key for --tls-cert
+  --workers N               listeners sharing the port, 0 = one per CPU (default 1;
+                            other values need --allow-read)
+  --tls-cert FILE           serve TLS with this PEM certificate (needs --tls-key
+                            and --allow-read)
+  --tls-key FILE            PEM private key for --tls-cert (needs --allow-read)
   --admin-port PORT         HTTP /healthz and /metrics on --host (default off)
   --help                    print this help and exit
   --version                 print the version and exit
 
+Permissions: --allow-net always. --allow-read only for --tls-cert/--tls-key
+(to read the files) and for --workers other than 1 (Deno loads each worker's
+module from disk). deno task start and the binary from deno task compile
+have both.
+
 Signals: SIGINT or SIGTERM drains gracefully; a second one stops at once (exit 1).
+The same signal again within 100 ms is the first one delivered twice (Ctrl-C
+under deno task reaches the server twice), not a second one.
 `;
 
 const HINT = "run with --help for usage";

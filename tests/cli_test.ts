@@ -6,6 +6,11 @@ import assert from "node:assert/strict";
 import { delay } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { runServerToExit, ServerProcess } from "./support/server_process.ts";
+import {
+  createTestCertificate,
+  opensslMissingReason,
+} from "./support/tls_cert.ts";
+import { connectTlsLineClient } from "./support/tls_client.ts";
 
 const WELCOME = "<welcome: starting in sum mode>";
 
@@ -302,4 +307,54 @@ Deno.test("cli: the info start log names address, protocol and limits", async ()
       `start log lacks ${expected}:\n${server.stderr}`,
     );
   }
+});
+
+Deno.test("cli: --help says which options need --allow-read", async () => {
+  const { code, stdout } = await runServerToExit(["--help"]);
+  assert.equal(code, 0);
+  for (const option of ["--workers", "--tls-cert", "--tls-key"]) {
+    // The option's own entry, with its continuation lines.
+    const entry = stdout.match(
+      new RegExp(`^  ${option} [^\\n]*(?:\\n {20,}[^\\n]*)*`, "m"),
+    );
+    assert.ok(entry, `no entry for ${option}:\n${stdout}`);
+    assert.match(entry[0], /--allow-read/, entry[0]);
+  }
+  assert.match(stdout, /deno task start/);
+});
+
+Deno.test("cli: deno task start can use --workers 2 (the task grants --allow-read)", async () => {
+  await using server = await ServerProcess.start(
+    ["--port", "0", "--workers", "2"],
+    { task: "start", startTimeoutMs: 30000 },
+  );
+  assert.match(server.stderr, /\b2 workers\b/);
+  await oneSession(server.port);
+  await stopGracefully(server);
+});
+
+const opensslMissing = await opensslMissingReason();
+
+Deno.test({
+  name: opensslMissing
+    ? `cli: deno task start serves TLS (ignored: ${opensslMissing})`
+    : "cli: deno task start can read --tls-cert and --tls-key (the task grants --allow-read)",
+  ignore: opensslMissing !== undefined,
+  async fn() {
+    await using cert = await createTestCertificate();
+    await using server = await ServerProcess.start(
+      ["--port", "0", "--tls-cert", cert.certFile, "--tls-key", cert.keyFile],
+      { task: "start", startTimeoutMs: 30000 },
+    );
+    {
+      using client = await connectTlsLineClient(server.port, cert.certPem);
+      assert.equal(await client.readLine(), WELCOME);
+      await client.send("1,2,4\nquit\n");
+      assert.deepEqual(await client.readLines(2), [
+        "Sum of input integers: '7'",
+        "connection closed",
+      ]);
+    }
+    await stopGracefully(server);
+  },
 });
