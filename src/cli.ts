@@ -105,7 +105,8 @@ function seconds(option: string, text: string): number {
   if (!(value >= 0 && value <= MAX_TIMEOUT_SECONDS)) {
     fail(option, `a number of seconds from 0 to ${MAX_TIMEOUT_SECONDS}`, text);
   }
-  return Math.round(value * 1000);
+  // A positive value never means "off": 0.0001 s is 1 ms, not 0.
+  return value > 0 ? Math.max(1, Math.round(value * 1000)) : 0;
 }
 
 function choice<T extends string>(

@@ -43,6 +43,18 @@ Deno.test("cli: timeouts take fractions of a second; 0 turns idle timeout off", 
   assert.equal(options(["--shutdown-timeout", "1.5"]).shutdownTimeoutMs, 1500);
 });
 
+Deno.test("cli: a positive timeout never means off: it is at least 1 ms", () => {
+  assert.equal(options(["--idle-timeout", "0.0001"]).idleTimeoutMs, 1);
+  assert.equal(options(["--idle-timeout", "0.0004"]).idleTimeoutMs, 1);
+  assert.equal(options(["--idle-timeout", "0.0016"]).idleTimeoutMs, 2);
+  assert.equal(options(["--idle-timeout", "0.000"]).idleTimeoutMs, 0);
+  assert.equal(
+    options(["--shutdown-timeout", "0.00001"]).shutdownTimeoutMs,
+    1,
+  );
+  assert.equal(options(["--shutdown-timeout", "0"]).shutdownTimeoutMs, 0);
+});
+
 Deno.test("cli: every bad value names its option", () => {
   assert.match(error(["--port", "99999"]), /--port/);
   assert.match(error(["--port", "abc"]), /--port.*"abc"/);
