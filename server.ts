@@ -13,6 +13,7 @@ import { type CliOptions, parseCli, USAGE, VERSION } from "./src/cli.ts";
 import {
   announceLogger,
   configureLogging,
+  plural,
   serverLogger,
 } from "./src/logging.ts";
 import {
@@ -176,6 +177,66 @@ async function startService(
   }
 }
 
+/** Why the admin port could not be bound, in one line. */
+function adminListenError(
+  options: CliOptions,
+  serviceAddr: Deno.NetAddr,
+  error: unknown,
+): string {
+  const where = formatHost(options.host, options.adminPort ?? 0);
+  if (!(error instanceof Deno.errors.AddrInUse)) {
+    return `Cannot listen on ${where} (--admin-port): ${firstLine(error)}`;
+  }
+  const same = options.adminPort === serviceAddr.port ? ", by --port" : "";
+  return `Cannot listen on ${where} (--admin-port): address already in use${same}`;
+}
+
+/**
+ * The start line: address, protocol and limits. Printed whatever the log
+ * level; the address is followed by a space, so `listening on (\S+):(\d+)`
+ * finds the right port even in a JSON line.
+ */
+function announceListening(
+  options: CliOptions,
+  addr: Deno.NetAddr,
+  workers: number,
+) {
+  const address = formatHost(addr.hostname, addr.port);
+  const limits = {
+    protocol: options.protocol,
+    workers,
+    maxLineBytes: options.maxLineBytes,
+    maxConnections: options.maxConnections,
+    idleTimeoutSeconds: options.idleTimeoutMs / 1000,
+    shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
+    tls: options.tlsCert !== undefined,
+  };
+  announceLogger.info(
+    `listening on ${address} (protocol ${limits.protocol}, ${
+      plural(workers, "worker")
+    }, max line ${limits.maxLineBytes} bytes, max connections ${limits.maxConnections}, ` +
+      `idle timeout ${limits.idleTimeoutSeconds} s, shutdown timeout ${limits.shutdownTimeoutSeconds} s` +
+      `${limits.tls ? ", TLS" : ""})`,
+    { address, ...limits },
+  );
+}
+
+/**
+ * The shutdown summary. `closedGracefully` and `closedByForce` count only
+ * the connections still open when the shutdown began, so the line says so:
+ * after 59 finished sessions it reads `59 connections served; 0 open at
+ * shutdown: ...`, not `0 closed gracefully` as if 59 had not been.
+ */
+function logSummary(summary: ShutdownSummary) {
+  const openAtShutdown = summary.closedGracefully + summary.closedByForce;
+  serverLogger.info(
+    `shutdown complete: ${plural(summary.served, "connection")} served; ` +
+      `${openAtShutdown} open at shutdown: ${summary.closedGracefully} finished gracefully, ` +
+      `${summary.closedByForce} closed by force`,
+    { ...summary, openAtShutdown },
+  );
+}
+
 /** One line on stderr; a JSON object when the logs are JSON, so every line parses. */
 function reportStartError(message: string, options: CliOptions) {
   if (options.logFormat === "json") serverLogger.error(message);
@@ -209,27 +270,8 @@ export async function main(args: string[]): Promise<number> {
     reportStartError(error.message, options);
     return error.exitCode;
   }
-  const address = formatHost(service.addr.hostname, service.addr.port);
-  const limits = {
-    protocol: options.protocol,
-    workers,
-    maxLineBytes: options.maxLineBytes,
-    maxConnections: options.maxConnections,
-    idleTimeoutSeconds: options.idleTimeoutMs / 1000,
-    shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
-    tls: options.tlsCert !== undefined,
-  };
-  // The address is followed by a space, so `listening on (\S+):(\d+)` finds
-  // the right port even in a JSON line.
-  announceLogger.info(
-    `listening on ${address} (protocol ${limits.protocol}, ${workers} worker${
-      workers === 1 ? "" : "s"
-    }, ` +
-      `max line ${limits.maxLineBytes} bytes, max connections ${limits.maxConnections}, ` +
-      `idle timeout ${limits.idleTimeoutSeconds} s, shutdown timeout ${limits.shutdownTimeoutSeconds} s` +
-      `${limits.tls ? ", TLS" : ""})`,
-    { address, ...limits },
-  );
+  // Both ports are bound before either is announced: a busy --admin-port is
+  // one line and exit 1, like a busy --port, never after `listening on`.
   let admin: AdminServer | undefined;
   if (options.adminPort !== undefined) {
     try {
@@ -240,15 +282,13 @@ export async function main(args: string[]): Promise<number> {
         renderMetrics: () => service.metricsText(),
       });
     } catch (error) {
-      reportStartError(
-        `Cannot listen on ${
-          formatHost(options.host, options.adminPort)
-        } (--admin-port): ${firstLine(error)}`,
-        options,
-      );
       await service.abort();
+      reportStartError(adminListenError(options, service.addr, error), options);
       return EXIT_FAILURE;
     }
+  }
+  announceListening(options, service.addr, workers);
+  if (admin !== undefined) {
     const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
     announceLogger.info(
       `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
@@ -283,10 +323,7 @@ export async function main(args: string[]): Promise<number> {
   });
   const summary = await service.finished;
   await admin?.shutdown();
-  serverLogger.info(
-    "shutdown complete: {served} connections served, {closedGracefully} closed gracefully, {closedByForce} closed by force",
-    { ...summary },
-  );
+  logSummary(summary);
   return exitCode;
 }
 

@@ -358,3 +358,83 @@ Deno.test({
     await stopGracefully(server);
   },
 });
+
+for (const occupant of ["--port", "another program"] as const) {
+  Deno.test(`cli: --admin-port in use by ${occupant} is one stderr line and exit 1, before any listening line`, async () => {
+    using held = occupant === "--port"
+      ? undefined
+      : Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = held ? (held.addr as Deno.NetAddr).port : freePort();
+    const { code, stderr } = await runServerToExit([
+      "--port",
+      occupant === "--port" ? String(port) : "0",
+      "--admin-port",
+      String(port),
+    ]);
+    assert.equal(code, 1, `exit code; stderr: ${stderr}`);
+    const lines = linesOf(stderr);
+    assert.equal(lines.length, 1, `expected one stderr line, got:\n${stderr}`);
+    assert.match(lines[0], /--admin-port/);
+    assert.match(lines[0], new RegExp(`:${port}\\b.*in use`));
+    assertNoStackTrace(stderr);
+  });
+}
+
+/** A port that was free a moment ago. */
+function freePort(): number {
+  using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return probe.addr.port;
+}
+
+Deno.test("cli: the shutdown summary counts served and open-at-shutdown apart, in the singular for 1", async () => {
+  await using server = await ServerProcess.start(["--port", "0"]);
+  // The first has ended for the server too before the shutdown begins.
+  await waitForConnectionLogs(server, await oneSession(server.port));
+  {
+    using idle = await LineClient.connect(server.port);
+    assert.equal(await idle.readLine(), WELCOME);
+    server.signal("SIGTERM");
+    assert.equal(await idle.readLine(), "<server shutting down>");
+    await idle.expectClosed();
+  }
+  assert.equal((await server.waitForExit(10000)).code, 0, server.stderr);
+  assert.match(
+    server.stderr,
+    /shutdown complete: 2 connections served; 1 open at shutdown: 1 finished gracefully, 0 closed by force\r?\n/,
+  );
+
+  await using single = await ServerProcess.start(["--port", "0"]);
+  await waitForConnectionLogs(single, await oneSession(single.port));
+  await stopGracefully(single);
+  assert.match(
+    single.stderr,
+    /shutdown complete: 1 connection served; 0 open at shutdown: 0 finished gracefully, 0 closed by force\r?\n/,
+  );
+  assert.match(single.stderr, /\b1 worker,/);
+});
+
+Deno.test("cli: --log-format json: the summary carries its counts as fields", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--log-format",
+    "json",
+  ]);
+  const listening = server.stderr.match(/listening on 127\.0\.0\.1:(\d+)\D/);
+  assert.ok(listening, server.stderr);
+  const peer = await oneSession(Number(listening[1]));
+  await waitForConnectionLogs(server, peer);
+  await stopGracefully(server);
+  const summary = linesOf(server.stderr).map((line) => JSON.parse(line))
+    .find((record) => /^shutdown complete/.test(record.message));
+  assert.ok(summary, server.stderr);
+  assert.deepEqual(
+    {
+      served: summary.served,
+      openAtShutdown: summary.openAtShutdown,
+      closedGracefully: summary.closedGracefully,
+      closedByForce: summary.closedByForce,
+    },
+    { served: 1, openAtShutdown: 0, closedGracefully: 0, closedByForce: 0 },
+  );
+});
