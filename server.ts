@@ -18,11 +18,15 @@ import {
 } from "./src/logging.ts";
 import {
   builtinProtocols,
-  type ServerOptions,
+  type LineProtocol,
   type ShutdownSummary,
   startServer,
 } from "./mod.ts";
-import { WorkerPool, WorkerStartError } from "./src/cluster.ts";
+import {
+  WorkerPool,
+  type WorkerServerOptions,
+  WorkerStartError,
+} from "./src/cluster.ts";
 import { type AdminServer, startAdminServer } from "./src/admin.ts";
 import { onShutdownSignals } from "./signals.ts";
 import { validateTlsPair } from "./src/tls_listener.ts";
@@ -106,26 +110,60 @@ function listenError(
   );
 }
 
-async function startService(
-  options: CliOptions,
-  workers: number,
-): Promise<Service> {
-  const tls = readTlsFiles(options);
-  const serverOptions: ServerOptions = {
+/**
+ * The `startServer` options of a run, but the protocol and TLS. Includes
+ * `lineTimeoutMs`, `maxConnectionsPerIp` and `proxyProtocol`, which
+ * `ServerOptions` does not declare yet (see `PendingServerOptions` in
+ * `src/cluster.ts`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseCli } from "./src/cli.ts";
+ * import { serverOptionsOf } from "./server.ts";
+ *
+ * const request = parseCli(["--line-timeout", "5", "--proxy-protocol"]);
+ * assert.equal(request.kind, "run");
+ * if (request.kind === "run") {
+ *   const options = serverOptionsOf(request.options);
+ *   assert.equal(options.lineTimeoutMs, 5000);
+ *   assert.equal(options.proxyProtocol, true);
+ * }
+ * ```
+ */
+export function serverOptionsOf(options: CliOptions): WorkerServerOptions {
+  return {
     hostname: options.host,
     port: options.port,
     maxLineBytes: options.maxLineBytes,
     maxConnections: options.maxConnections,
     idleTimeoutMs: options.idleTimeoutMs,
     shutdownTimeoutMs: options.shutdownTimeoutMs,
+    lineTimeoutMs: options.lineTimeoutMs,
+    maxConnectionsPerIp: options.maxConnectionsPerIp,
+    proxyProtocol: options.proxyProtocol,
+  };
+}
+
+async function startService(
+  options: CliOptions,
+  workers: number,
+): Promise<Service> {
+  const protocol: LineProtocol | undefined = builtinProtocols[options.protocol];
+  if (protocol === undefined) {
+    throw new StartError(
+      `Invalid value for --protocol: ${options.protocol} is not built into this version; run with --help for usage`,
+      EXIT_USAGE,
+    );
+  }
+  const tls = readTlsFiles(options);
+  const serverOptions: WorkerServerOptions = {
+    ...serverOptionsOf(options),
     tls,
   };
   if (workers === 1) {
     try {
-      const server = await startServer({
-        ...serverOptions,
-        protocol: builtinProtocols[options.protocol],
-      });
+      const server = await startServer({ ...serverOptions, protocol });
       return Object.assign(server, {
         metricsText: () => server.metrics.render(),
       });
@@ -207,18 +245,31 @@ function announceListening(
     workers,
     maxLineBytes: options.maxLineBytes,
     maxConnections: options.maxConnections,
+    maxConnectionsPerIp: options.maxConnectionsPerIp,
     idleTimeoutSeconds: options.idleTimeoutMs / 1000,
+    lineTimeoutSeconds: options.lineTimeoutMs / 1000,
     shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
+    proxyProtocol: options.proxyProtocol,
     tls: options.tlsCert !== undefined,
   };
-  announceLogger.info(
-    `listening on ${address} (protocol ${limits.protocol}, ${
-      plural(workers, "worker")
-    }, max line ${limits.maxLineBytes} bytes, max connections ${limits.maxConnections}, ` +
-      `idle timeout ${limits.idleTimeoutSeconds} s, shutdown timeout ${limits.shutdownTimeoutSeconds} s` +
-      `${limits.tls ? ", TLS" : ""})`,
-    { address, ...limits },
-  );
+  const parts = [
+    `protocol ${limits.protocol}`,
+    plural(workers, "worker"),
+    `max line ${limits.maxLineBytes} bytes`,
+    `max connections ${limits.maxConnections}`,
+    ...(limits.maxConnectionsPerIp > 0
+      ? [`max ${limits.maxConnectionsPerIp} per address`]
+      : []),
+    `idle timeout ${limits.idleTimeoutSeconds} s`,
+    `line timeout ${limits.lineTimeoutSeconds} s`,
+    `shutdown timeout ${limits.shutdownTimeoutSeconds} s`,
+    ...(limits.proxyProtocol ? ["PROXY protocol"] : []),
+    ...(limits.tls ? ["TLS"] : []),
+  ];
+  announceLogger.info(`listening on ${address} (${parts.join(", ")})`, {
+    address,
+    ...limits,
+  });
 }
 
 /**

@@ -7,7 +7,10 @@
 import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
+import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
 import denoConfig from "../deno.json" with { type: "json" };
+
+export { PROTOCOL_NAMES, type ProtocolName };
 
 /** The version printed by `--version`. */
 export const VERSION: string = denoConfig.version;
@@ -19,11 +22,17 @@ const MAX_TIMEOUT_SECONDS = 2_147_483;
 export interface CliOptions {
   host: string;
   port: number;
-  protocol: "calc" | "echo";
+  protocol: ProtocolName;
   maxLineBytes: number;
   maxConnections: number;
   idleTimeoutMs: number;
+  /** A started request line must end within this long; 0 = no limit. */
+  lineTimeoutMs: number;
   shutdownTimeoutMs: number;
+  /** Most connections at once from one address (IPv6: one /64); 0 = no limit. */
+  maxConnectionsPerIp: number;
+  /** Every connection begins with a PROXY protocol (v1 or v2) header. */
+  proxyProtocol: boolean;
   logLevel: LogLevel;
   logFormat: LogFormat;
   /** Listener processes; 0 means one per CPU. */
@@ -40,6 +49,10 @@ export type CliRequest =
   | { kind: "version" }
   | { kind: "error"; message: string };
 
+/** `--protocol calc|echo|chat`, padded to the column of the descriptions. */
+const PROTOCOL_OPTION = `--protocol ${PROTOCOL_NAMES.join("|")}`.padEnd(25);
+
+/** The `--help` text. */
 export const USAGE =
   `lineserver ${VERSION}: a concurrent TCP line-protocol server
 
@@ -49,10 +62,18 @@ Usage: deno task start [options]
 Options:
   --host HOST               interface to listen on (default 127.0.0.1)
   --port PORT               TCP port, 0 picks a free one (default 8080)
-  --protocol calc|echo      line protocol to serve (default calc)
+  ${PROTOCOL_OPTION} line protocol to serve (default ${PROTOCOL_NAMES[0]})
   --max-line-bytes N        longest request line in bytes (default 65536)
   --max-connections N       most clients served at once (default 10000)
+  --max-connections-per-ip N
+                            most clients at once from one address (IPv6: per
+                            /64), 0 = no limit (default 0; with --workers, per
+                            worker)
   --idle-timeout SECONDS    close silent clients after this long, 0 = never (default 300)
+  --line-timeout SECONDS    a started line must end within this long, 0 = never
+                            (default 60)
+  --proxy-protocol          each connection begins with a PROXY protocol v1 or v2
+                            header, as HAProxy's send-proxy sends (default off)
   --shutdown-timeout SECONDS  grace period on SIGINT/SIGTERM (default 2)
   --log-level LEVEL         debug, info, warning or error (default info)
   --log-format FORMAT       text or json (default text)
@@ -185,7 +206,10 @@ export function parseCli(args: string[]): CliRequest {
         protocol: STRING,
         "max-line-bytes": STRING,
         "max-connections": STRING,
+        "max-connections-per-ip": STRING,
         "idle-timeout": STRING,
+        "line-timeout": STRING,
+        "proxy-protocol": { type: "boolean" },
         "shutdown-timeout": STRING,
         "log-level": STRING,
         "log-format": STRING,
@@ -224,8 +248,8 @@ export function parseCli(args: string[]): CliRequest {
       port: integer("port", values.port ?? "8080", 0, 65535),
       protocol: choice(
         "protocol",
-        values.protocol ?? "calc",
-        ["calc", "echo"] as const,
+        values.protocol ?? PROTOCOL_NAMES[0],
+        PROTOCOL_NAMES,
       ),
       maxLineBytes: integer(
         "max-line-bytes",
@@ -240,10 +264,18 @@ export function parseCli(args: string[]): CliRequest {
         1_000_000,
       ),
       idleTimeoutMs: seconds("idle-timeout", values["idle-timeout"] ?? "300"),
+      lineTimeoutMs: seconds("line-timeout", values["line-timeout"] ?? "60"),
       shutdownTimeoutMs: seconds(
         "shutdown-timeout",
         values["shutdown-timeout"] ?? "2",
       ),
+      maxConnectionsPerIp: integer(
+        "max-connections-per-ip",
+        values["max-connections-per-ip"] ?? "0",
+        0,
+        1_000_000,
+      ),
+      proxyProtocol: values["proxy-protocol"] ?? false,
       logLevel: choice("log-level", values["log-level"] ?? "info", LOG_LEVELS),
       logFormat: choice(
         "log-format",

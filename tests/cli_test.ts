@@ -11,6 +11,7 @@ import {
   opensslMissingReason,
 } from "./support/tls_cert.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
+import { builtinProtocols } from "../protocol.ts";
 
 const WELCOME = "<welcome: starting in sum mode>";
 
@@ -68,6 +69,9 @@ Deno.test("cli: --help prints usage on stdout and exits 0", async () => {
       "--tls-cert",
       "--tls-key",
       "--admin-port",
+      "--line-timeout",
+      "--max-connections-per-ip",
+      "--proxy-protocol",
       "--help",
       "--version",
     ]
@@ -104,6 +108,17 @@ const BAD_ARGS: { args: string[]; names: string }[] = [
   { args: ["--log-level", "loud"], names: "log-level" },
   { args: ["--log-format", "xml"], names: "log-format" },
   { args: ["--workers", "-1"], names: "workers" },
+  { args: ["--line-timeout", "-1"], names: "line-timeout" },
+  { args: ["--line-timeout", "soon"], names: "line-timeout" },
+  {
+    args: ["--max-connections-per-ip", "1.5"],
+    names: "max-connections-per-ip",
+  },
+  {
+    args: ["--max-connections-per-ip", "1000001"],
+    names: "max-connections-per-ip",
+  },
+  { args: ["--proxy-protocol=yes"], names: "proxy-protocol" },
 ];
 
 for (const { args, names } of BAD_ARGS) {
@@ -438,3 +453,77 @@ Deno.test("cli: --log-format json: the summary carries its counts as fields", as
     { served: 1, openAtShutdown: 0, closedGracefully: 0, closedByForce: 0 },
   );
 });
+
+Deno.test("cli: --help shows the new options with their defaults", async () => {
+  const { code, stdout } = await runServerToExit(["--help"]);
+  assert.equal(code, 0);
+  assert.match(stdout, /--protocol calc\|echo\|chat\b/);
+  for (
+    const [option, fallback] of [
+      ["--line-timeout", "default 60"],
+      ["--max-connections-per-ip", "default 0"],
+      ["--proxy-protocol", "default off"],
+    ]
+  ) {
+    const entry = stdout.match(
+      new RegExp(`^  ${option}\\b[^\\n]*(?:\\n {20,}[^\\n]*)*`, "m"),
+    );
+    assert.ok(entry, `no entry for ${option}:\n${stdout}`);
+    assert.ok(entry[0].includes(fallback), entry[0]);
+  }
+});
+
+Deno.test("cli: the start line shows the line timeout, and the per-address limit and PROXY protocol when on", async () => {
+  await using plain = await ServerProcess.start(["--port", "0"]);
+  await stopGracefully(plain);
+  const plainLine = plain.stderr.match(/listening on .*/)?.[0] ?? "";
+  assert.match(plainLine, /\bline timeout 60 s\b/);
+  assert.doesNotMatch(plainLine, /per address|PROXY/);
+
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--line-timeout",
+    "7.5",
+    "--max-connections-per-ip",
+    "3",
+    "--proxy-protocol",
+  ]);
+  await stopGracefully(server);
+  const line = server.stderr.match(/listening on .*/)?.[0] ?? "";
+  assert.match(line, /\bline timeout 7\.5 s\b/);
+  assert.match(line, /\bmax 3 per address\b/);
+  assert.match(line, /\bPROXY protocol\b/);
+});
+
+const chatBuiltIn = builtinProtocols["chat"] !== undefined;
+
+Deno.test(
+  chatBuiltIn
+    ? "cli: --protocol chat serves the chat protocol"
+    : "cli: --protocol chat, not in builtinProtocols yet, is one stderr line and exit 2",
+  async () => {
+    if (chatBuiltIn) {
+      await using server = await ServerProcess.start([
+        "--port",
+        "0",
+        "--protocol",
+        "chat",
+      ]);
+      assert.match(server.stderr, /listening on .*\bprotocol chat\b/);
+      await stopGracefully(server);
+      return;
+    }
+    const { code, stderr } = await runServerToExit([
+      "--port",
+      "0",
+      "--protocol",
+      "chat",
+    ]);
+    assert.equal(code, 2, stderr);
+    const lines = linesOf(stderr);
+    assert.equal(lines.length, 1, stderr);
+    assert.match(lines[0], /--protocol.*\bchat\b/);
+    assertNoStackTrace(stderr);
+  },
+);
