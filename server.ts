@@ -9,7 +9,13 @@
  *
  * @module
  */
-import { type CliOptions, parseCli, USAGE, VERSION } from "./src/cli.ts";
+import {
+  type CliOptions,
+  parseCli,
+  serverOptionsOf,
+  USAGE,
+  VERSION,
+} from "./src/cli.ts";
 import {
   announceLogger,
   configureLogging,
@@ -108,41 +114,6 @@ function listenError(
     `Cannot listen on ${where}: ${firstLine(error)}`,
     EXIT_FAILURE,
   );
-}
-
-/**
- * The `startServer` options of a run, but the protocol and TLS. Includes
- * `lineTimeoutMs`, `maxConnectionsPerIp` and `proxyProtocol`, which
- * `ServerOptions` does not declare yet (see `PendingServerOptions` in
- * `src/cluster.ts`).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { parseCli } from "./src/cli.ts";
- * import { serverOptionsOf } from "./server.ts";
- *
- * const request = parseCli(["--line-timeout", "5", "--proxy-protocol"]);
- * assert.equal(request.kind, "run");
- * if (request.kind === "run") {
- *   const options = serverOptionsOf(request.options);
- *   assert.equal(options.lineTimeoutMs, 5000);
- *   assert.equal(options.proxyProtocol, true);
- * }
- * ```
- */
-export function serverOptionsOf(options: CliOptions): WorkerServerOptions {
-  return {
-    hostname: options.host,
-    port: options.port,
-    maxLineBytes: options.maxLineBytes,
-    maxConnections: options.maxConnections,
-    idleTimeoutMs: options.idleTimeoutMs,
-    shutdownTimeoutMs: options.shutdownTimeoutMs,
-    lineTimeoutMs: options.lineTimeoutMs,
-    maxConnectionsPerIp: options.maxConnectionsPerIp,
-    proxyProtocol: options.proxyProtocol,
-  };
 }
 
 async function startService(

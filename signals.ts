@@ -64,6 +64,7 @@ export class ShutdownRequests {
   readonly #windowMs: number;
   #first: { signal: Deno.Signal; atMs: number } | undefined;
 
+  /** `windowMs` defaults to {@linkcode SAME_REQUEST_WINDOW_MS}. */
   constructor(options: { windowMs?: number } = {}) {
     this.#windowMs = options.windowMs ?? SAME_REQUEST_WINDOW_MS;
   }

@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
+import type { WorkerServerOptions } from "./cluster.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 
 export { PROTOCOL_NAMES, type ProtocolName };
@@ -20,25 +21,37 @@ const MAX_TIMEOUT_SECONDS = 2_147_483;
 
 /** Settings of a server run, validated. */
 export interface CliOptions {
+  /** `--host`: the interface to listen on. */
   host: string;
+  /** `--port`: 0 picks a free one. */
   port: number;
+  /** `--protocol`: looked up in `builtinProtocols`. */
   protocol: ProtocolName;
+  /** `--max-line-bytes`. */
   maxLineBytes: number;
+  /** `--max-connections`. */
   maxConnections: number;
+  /** Close connections silent this long; 0 = never. */
   idleTimeoutMs: number;
   /** A started request line must end within this long; 0 = no limit. */
   lineTimeoutMs: number;
+  /** How long a graceful shutdown waits before closing by force. */
   shutdownTimeoutMs: number;
   /** Most connections at once from one address (IPv6: one /64); 0 = no limit. */
   maxConnectionsPerIp: number;
   /** Every connection begins with a PROXY protocol (v1 or v2) header. */
   proxyProtocol: boolean;
+  /** `--log-level`. */
   logLevel: LogLevel;
+  /** `--log-format`. */
   logFormat: LogFormat;
   /** Listener processes; 0 means one per CPU. */
   workers: number;
+  /** `--tls-cert`: path of the PEM certificate chain; given with `tlsKey`. */
   tlsCert: string | undefined;
+  /** `--tls-key`: path of the PEM private key; given with `tlsCert`. */
   tlsKey: string | undefined;
+  /** `--admin-port`, if given. */
   adminPort: number | undefined;
 }
 
@@ -296,4 +309,38 @@ export function parseCli(args: string[]): CliRequest {
     }
     throw error;
   }
+}
+
+/**
+ * The `startServer` options of a run, but the protocol and TLS. Includes
+ * `lineTimeoutMs`, `maxConnectionsPerIp` and `proxyProtocol`, which
+ * `ServerOptions` does not declare yet (see `PendingServerOptions` in
+ * cluster.ts).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseCli, serverOptionsOf } from "./cli.ts";
+ *
+ * const request = parseCli(["--line-timeout", "5", "--proxy-protocol"]);
+ * assert.equal(request.kind, "run");
+ * if (request.kind === "run") {
+ *   const options = serverOptionsOf(request.options);
+ *   assert.equal(options.lineTimeoutMs, 5000);
+ *   assert.equal(options.proxyProtocol, true);
+ * }
+ * ```
+ */
+export function serverOptionsOf(options: CliOptions): WorkerServerOptions {
+  return {
+    hostname: options.host,
+    port: options.port,
+    maxLineBytes: options.maxLineBytes,
+    maxConnections: options.maxConnections,
+    idleTimeoutMs: options.idleTimeoutMs,
+    shutdownTimeoutMs: options.shutdownTimeoutMs,
+    lineTimeoutMs: options.lineTimeoutMs,
+    maxConnectionsPerIp: options.maxConnectionsPerIp,
+    proxyProtocol: options.proxyProtocol,
+  };
 }

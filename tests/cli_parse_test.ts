@@ -1,7 +1,11 @@
 /** Unit tests of option parsing and validation (no process is started). */
 import assert from "node:assert/strict";
-import { parseCli, PROTOCOL_NAMES, USAGE } from "../src/cli.ts";
-import { serverOptionsOf } from "../server.ts";
+import {
+  parseCli,
+  PROTOCOL_NAMES,
+  serverOptionsOf,
+  USAGE,
+} from "../src/cli.ts";
 
 function options(args: string[]) {
   const request = parseCli(args);
