@@ -1,11 +1,14 @@
 /**
- * The lineserver command: `deno run --allow-net server.ts [options]`.
+ * The lineserver command: `deno task start [options]`, or
+ * `deno run --allow-net server.ts [options]` (add `--allow-read` for
+ * `--tls-cert`/`--tls-key` and `--workers`).
  *
  * Parses the command line, sets up logging, starts the server (or a pool of
  * workers sharing the port), the optional admin endpoint, wires the shutdown
  * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
- * 1 when it could not start or was stopped by a second signal; 2 for bad
- * options or unusable TLS files.
+ * 1 when it could not start (a port in use, `--port` or `--admin-port`) or
+ * was stopped by a second signal; 2 for bad options, a protocol not built
+ * in, or unusable TLS files.
  *
  * @module
  */
