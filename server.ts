@@ -1,27 +1,41 @@
 /**
- * The lineserver command: `deno run --allow-net server.ts [options]`.
+ * The lineserver command: `deno task start [options]`, or
+ * `deno run --allow-net server.ts [options]` (add `--allow-read` for
+ * `--tls-cert`/`--tls-key` and `--workers`).
  *
  * Parses the command line, sets up logging, starts the server (or a pool of
  * workers sharing the port), the optional admin endpoint, wires the shutdown
  * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
- * 1 when it could not start or was stopped by a second signal; 2 for bad
- * options or unusable TLS files.
+ * 1 when it could not start (a port in use, `--port` or `--admin-port`) or
+ * was stopped by a second signal; 2 for bad options, a protocol not built
+ * in, or unusable TLS files.
  *
  * @module
  */
-import { type CliOptions, parseCli, USAGE, VERSION } from "./src/cli.ts";
+import {
+  type CliOptions,
+  parseCli,
+  serverOptionsOf,
+  USAGE,
+  VERSION,
+} from "./src/cli.ts";
 import {
   announceLogger,
   configureLogging,
+  plural,
   serverLogger,
 } from "./src/logging.ts";
 import {
   builtinProtocols,
-  type ServerOptions,
+  type LineProtocol,
   type ShutdownSummary,
   startServer,
 } from "./mod.ts";
-import { WorkerPool, WorkerStartError } from "./src/cluster.ts";
+import {
+  WorkerPool,
+  type WorkerServerOptions,
+  WorkerStartError,
+} from "./src/cluster.ts";
 import { type AdminServer, startAdminServer } from "./src/admin.ts";
 import { onShutdownSignals } from "./signals.ts";
 import { validateTlsPair } from "./src/tls.ts";
@@ -109,22 +123,21 @@ async function startService(
   options: CliOptions,
   workers: number,
 ): Promise<Service> {
+  const protocol: LineProtocol | undefined = builtinProtocols[options.protocol];
+  if (protocol === undefined) {
+    throw new StartError(
+      `Invalid value for --protocol: ${options.protocol} is not built into this version; run with --help for usage`,
+      EXIT_USAGE,
+    );
+  }
   const tls = readTlsFiles(options);
-  const serverOptions: ServerOptions = {
-    hostname: options.host,
-    port: options.port,
-    maxLineBytes: options.maxLineBytes,
-    maxConnections: options.maxConnections,
-    idleTimeoutMs: options.idleTimeoutMs,
-    shutdownTimeoutMs: options.shutdownTimeoutMs,
+  const serverOptions: WorkerServerOptions = {
+    ...serverOptionsOf(options),
     tls,
   };
   if (workers === 1) {
     try {
-      const server = await startServer({
-        ...serverOptions,
-        protocol: builtinProtocols[options.protocol],
-      });
+      const server = await startServer({ ...serverOptions, protocol });
       return Object.assign(server, {
         metricsText: () => server.metrics.render(),
       });
@@ -176,6 +189,79 @@ async function startService(
   }
 }
 
+/** Why the admin port could not be bound, in one line. */
+function adminListenError(
+  options: CliOptions,
+  serviceAddr: Deno.NetAddr,
+  error: unknown,
+): string {
+  const where = formatHost(options.host, options.adminPort ?? 0);
+  if (!(error instanceof Deno.errors.AddrInUse)) {
+    return `Cannot listen on ${where} (--admin-port): ${firstLine(error)}`;
+  }
+  const same = options.adminPort === serviceAddr.port ? ", by --port" : "";
+  return `Cannot listen on ${where} (--admin-port): address already in use${same}`;
+}
+
+/**
+ * The start line: address, protocol and limits. Printed whatever the log
+ * level; the address is followed by a space, so `listening on (\S+):(\d+)`
+ * finds the right port even in a JSON line.
+ */
+function announceListening(
+  options: CliOptions,
+  addr: Deno.NetAddr,
+  workers: number,
+) {
+  const address = formatHost(addr.hostname, addr.port);
+  const limits = {
+    protocol: options.protocol,
+    workers,
+    maxLineBytes: options.maxLineBytes,
+    maxConnections: options.maxConnections,
+    maxConnectionsPerIp: options.maxConnectionsPerIp,
+    idleTimeoutSeconds: options.idleTimeoutMs / 1000,
+    lineTimeoutSeconds: options.lineTimeoutMs / 1000,
+    shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
+    proxyProtocol: options.proxyProtocol,
+    tls: options.tlsCert !== undefined,
+  };
+  const parts = [
+    `protocol ${limits.protocol}`,
+    plural(workers, "worker"),
+    `max line ${limits.maxLineBytes} bytes`,
+    `max connections ${limits.maxConnections}`,
+    ...(limits.maxConnectionsPerIp > 0
+      ? [`max ${limits.maxConnectionsPerIp} per address`]
+      : []),
+    `idle timeout ${limits.idleTimeoutSeconds} s`,
+    `line timeout ${limits.lineTimeoutSeconds} s`,
+    `shutdown timeout ${limits.shutdownTimeoutSeconds} s`,
+    ...(limits.proxyProtocol ? ["PROXY protocol"] : []),
+    ...(limits.tls ? ["TLS"] : []),
+  ];
+  announceLogger.info(`listening on ${address} (${parts.join(", ")})`, {
+    address,
+    ...limits,
+  });
+}
+
+/**
+ * The shutdown summary. `closedGracefully` and `closedByForce` count only
+ * the connections still open when the shutdown began, so the line says so:
+ * after 59 finished sessions it reads `59 connections served; 0 open at
+ * shutdown: ...`, not `0 closed gracefully` as if 59 had not been.
+ */
+function logSummary(summary: ShutdownSummary) {
+  const openAtShutdown = summary.closedGracefully + summary.closedByForce;
+  serverLogger.info(
+    `shutdown complete: ${plural(summary.served, "connection")} served; ` +
+      `${openAtShutdown} open at shutdown: ${summary.closedGracefully} finished gracefully, ` +
+      `${summary.closedByForce} closed by force`,
+    { ...summary, openAtShutdown },
+  );
+}
+
 /** One line on stderr; a JSON object when the logs are JSON, so every line parses. */
 function reportStartError(message: string, options: CliOptions) {
   if (options.logFormat === "json") serverLogger.error(message);
@@ -209,27 +295,8 @@ export async function main(args: string[]): Promise<number> {
     reportStartError(error.message, options);
     return error.exitCode;
   }
-  const address = formatHost(service.addr.hostname, service.addr.port);
-  const limits = {
-    protocol: options.protocol,
-    workers,
-    maxLineBytes: options.maxLineBytes,
-    maxConnections: options.maxConnections,
-    idleTimeoutSeconds: options.idleTimeoutMs / 1000,
-    shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
-    tls: options.tlsCert !== undefined,
-  };
-  // The address is followed by a space, so `listening on (\S+):(\d+)` finds
-  // the right port even in a JSON line.
-  announceLogger.info(
-    `listening on ${address} (protocol ${limits.protocol}, ${workers} worker${
-      workers === 1 ? "" : "s"
-    }, ` +
-      `max line ${limits.maxLineBytes} bytes, max connections ${limits.maxConnections}, ` +
-      `idle timeout ${limits.idleTimeoutSeconds} s, shutdown timeout ${limits.shutdownTimeoutSeconds} s` +
-      `${limits.tls ? ", TLS" : ""})`,
-    { address, ...limits },
-  );
+  // Both ports are bound before either is announced: a busy --admin-port is
+  // one line and exit 1, like a busy --port, never after `listening on`.
   let admin: AdminServer | undefined;
   if (options.adminPort !== undefined) {
     try {
@@ -240,15 +307,13 @@ export async function main(args: string[]): Promise<number> {
         renderMetrics: () => service.metricsText(),
       });
     } catch (error) {
-      reportStartError(
-        `Cannot listen on ${
-          formatHost(options.host, options.adminPort)
-        } (--admin-port): ${firstLine(error)}`,
-        options,
-      );
       await service.abort();
+      reportStartError(adminListenError(options, service.addr, error), options);
       return EXIT_FAILURE;
     }
+  }
+  announceListening(options, service.addr, workers);
+  if (admin !== undefined) {
     const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
     announceLogger.info(
       `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
@@ -267,6 +332,12 @@ export async function main(args: string[]): Promise<number> {
       );
       service.shutdown();
     },
+    repeated(signal, gapMs) {
+      serverLogger.info(
+        "{signal} received again {gapMs} ms later: the same request delivered twice (a parent process such as deno task passes signals on), still draining",
+        { signal, gapMs: Math.round(gapMs * 1000) / 1000 },
+      );
+    },
     immediate(signal) {
       serverLogger.warn("{signal} received again: closing everything now", {
         signal,
@@ -277,10 +348,7 @@ export async function main(args: string[]): Promise<number> {
   });
   const summary = await service.finished;
   await admin?.shutdown();
-  serverLogger.info(
-    "shutdown complete: {served} connections served, {closedGracefully} closed gracefully, {closedByForce} closed by force",
-    { ...summary },
-  );
+  logSummary(summary);
   return exitCode;
 }
 

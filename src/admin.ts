@@ -1,5 +1,5 @@
 /**
- * The admin HTTP endpoint (SPEC §8): `GET /healthz` for load balancers and
+ * The admin HTTP endpoint (`--admin-port`): `GET /healthz` for load balancers and
  * orchestrators, `GET /metrics` for Prometheus. It knows nothing about
  * connections; the server hands it two callbacks.
  *

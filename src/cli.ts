@@ -7,7 +7,11 @@
 import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
+import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
+import type { WorkerServerOptions } from "./cluster.ts";
 import denoConfig from "../deno.json" with { type: "json" };
+
+export { PROTOCOL_NAMES, type ProtocolName };
 
 /** The version printed by `--version`. */
 export const VERSION: string = denoConfig.version;
@@ -17,19 +21,37 @@ const MAX_TIMEOUT_SECONDS = 2_147_483;
 
 /** Settings of a server run, validated. */
 export interface CliOptions {
+  /** `--host`: the interface to listen on. */
   host: string;
+  /** `--port`: 0 picks a free one. */
   port: number;
-  protocol: "calc" | "echo";
+  /** `--protocol`: looked up in `builtinProtocols`. */
+  protocol: ProtocolName;
+  /** `--max-line-bytes`. */
   maxLineBytes: number;
+  /** `--max-connections`. */
   maxConnections: number;
+  /** Close connections silent this long; 0 = never. */
   idleTimeoutMs: number;
+  /** A started request line must end within this long; 0 = no limit. */
+  lineTimeoutMs: number;
+  /** How long a graceful shutdown waits before closing by force. */
   shutdownTimeoutMs: number;
+  /** Most connections at once from one address (IPv6: one /64); 0 = no limit. */
+  maxConnectionsPerIp: number;
+  /** Every connection begins with a PROXY protocol (v1 or v2) header. */
+  proxyProtocol: boolean;
+  /** `--log-level`. */
   logLevel: LogLevel;
+  /** `--log-format`. */
   logFormat: LogFormat;
   /** Listener processes; 0 means one per CPU. */
   workers: number;
+  /** `--tls-cert`: path of the PEM certificate chain; given with `tlsKey`. */
   tlsCert: string | undefined;
+  /** `--tls-key`: path of the PEM private key; given with `tlsCert`. */
   tlsKey: string | undefined;
+  /** `--admin-port`, if given. */
   adminPort: number | undefined;
 }
 
@@ -40,29 +62,51 @@ export type CliRequest =
   | { kind: "version" }
   | { kind: "error"; message: string };
 
+/** `--protocol calc|echo|chat`, padded to the column of the descriptions. */
+const PROTOCOL_OPTION = `--protocol ${PROTOCOL_NAMES.join("|")}`.padEnd(25);
+
+/** The `--help` text. */
 export const USAGE =
   `lineserver ${VERSION}: a concurrent TCP line-protocol server
 
-Usage: deno run --allow-net server.ts [options]
+Usage: deno task start [options]
+       deno run --allow-net [--allow-read] server.ts [options]
 
 Options:
   --host HOST               interface to listen on (default 127.0.0.1)
   --port PORT               TCP port, 0 picks a free one (default 8080)
-  --protocol calc|echo      line protocol to serve (default calc)
+  ${PROTOCOL_OPTION} line protocol to serve (default ${PROTOCOL_NAMES[0]})
   --max-line-bytes N        longest request line in bytes (default 65536)
   --max-connections N       most clients served at once (default 10000)
+  --max-connections-per-ip N
+                            most clients at once from one address (IPv6: per
+                            /64), 0 = no limit (default 0; with --workers, per
+                            worker)
   --idle-timeout SECONDS    close silent clients after this long, 0 = never (default 300)
+  --line-timeout SECONDS    a started line must end within this long, 0 = never
+                            (default 60)
+  --proxy-protocol          each connection begins with a PROXY protocol v1 or v2
+                            header, as HAProxy's send-proxy sends (default off)
   --shutdown-timeout SECONDS  grace period on SIGINT/SIGTERM (default 2)
   --log-level LEVEL         debug, info, warning or error (default info)
   --log-format FORMAT       text or json (default text)
-  --workers N               listeners sharing the port, 0 = one per CPU (default 1)
-  --tls-cert FILE           serve TLS with this PEM certificate (needs --tls-key)
-  --tls-key FILE            PEM private key for --tls-cert
+  --workers N               listeners sharing the port, 0 = one per CPU (default 1;
+                            other values need --allow-read)
+  --tls-cert FILE           serve TLS with this PEM certificate (needs --tls-key
+                            and --allow-read)
+  --tls-key FILE            PEM private key for --tls-cert (needs --allow-read)
   --admin-port PORT         HTTP /healthz and /metrics on --host (default off)
   --help                    print this help and exit
   --version                 print the version and exit
 
+Permissions: --allow-net always. --allow-read only for --tls-cert/--tls-key
+(to read the files) and for --workers other than 1 (Deno loads each worker's
+module from disk). deno task start and the binary from deno task compile
+have both.
+
 Signals: SIGINT or SIGTERM drains gracefully; a second one stops at once (exit 1).
+The same signal again within 100 ms is the first one delivered twice (Ctrl-C
+under deno task reaches the server twice), not a second one.
 `;
 
 const HINT = "run with --help for usage";
@@ -95,7 +139,8 @@ function seconds(option: string, text: string): number {
   if (!(value >= 0 && value <= MAX_TIMEOUT_SECONDS)) {
     fail(option, `a number of seconds from 0 to ${MAX_TIMEOUT_SECONDS}`, text);
   }
-  return Math.round(value * 1000);
+  // A positive value never means "off": 0.0001 s is 1 ms, not 0.
+  return value > 0 ? Math.max(1, Math.round(value * 1000)) : 0;
 }
 
 function choice<T extends string>(
@@ -174,7 +219,10 @@ export function parseCli(args: string[]): CliRequest {
         protocol: STRING,
         "max-line-bytes": STRING,
         "max-connections": STRING,
+        "max-connections-per-ip": STRING,
         "idle-timeout": STRING,
+        "line-timeout": STRING,
+        "proxy-protocol": { type: "boolean" },
         "shutdown-timeout": STRING,
         "log-level": STRING,
         "log-format": STRING,
@@ -213,8 +261,8 @@ export function parseCli(args: string[]): CliRequest {
       port: integer("port", values.port ?? "8080", 0, 65535),
       protocol: choice(
         "protocol",
-        values.protocol ?? "calc",
-        ["calc", "echo"] as const,
+        values.protocol ?? PROTOCOL_NAMES[0],
+        PROTOCOL_NAMES,
       ),
       maxLineBytes: integer(
         "max-line-bytes",
@@ -229,10 +277,18 @@ export function parseCli(args: string[]): CliRequest {
         1_000_000,
       ),
       idleTimeoutMs: seconds("idle-timeout", values["idle-timeout"] ?? "300"),
+      lineTimeoutMs: seconds("line-timeout", values["line-timeout"] ?? "60"),
       shutdownTimeoutMs: seconds(
         "shutdown-timeout",
         values["shutdown-timeout"] ?? "2",
       ),
+      maxConnectionsPerIp: integer(
+        "max-connections-per-ip",
+        values["max-connections-per-ip"] ?? "0",
+        0,
+        1_000_000,
+      ),
+      proxyProtocol: values["proxy-protocol"] ?? false,
       logLevel: choice("log-level", values["log-level"] ?? "info", LOG_LEVELS),
       logFormat: choice(
         "log-format",
@@ -253,4 +309,38 @@ export function parseCli(args: string[]): CliRequest {
     }
     throw error;
   }
+}
+
+/**
+ * The `startServer` options of a run, but the protocol and TLS. Includes
+ * `lineTimeoutMs`, `maxConnectionsPerIp` and `proxyProtocol`, which
+ * `ServerOptions` does not declare yet (see `PendingServerOptions` in
+ * cluster.ts).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseCli, serverOptionsOf } from "./cli.ts";
+ *
+ * const request = parseCli(["--line-timeout", "5", "--proxy-protocol"]);
+ * assert.equal(request.kind, "run");
+ * if (request.kind === "run") {
+ *   const options = serverOptionsOf(request.options);
+ *   assert.equal(options.lineTimeoutMs, 5000);
+ *   assert.equal(options.proxyProtocol, true);
+ * }
+ * ```
+ */
+export function serverOptionsOf(options: CliOptions): WorkerServerOptions {
+  return {
+    hostname: options.host,
+    port: options.port,
+    maxLineBytes: options.maxLineBytes,
+    maxConnections: options.maxConnections,
+    idleTimeoutMs: options.idleTimeoutMs,
+    shutdownTimeoutMs: options.shutdownTimeoutMs,
+    lineTimeoutMs: options.lineTimeoutMs,
+    maxConnectionsPerIp: options.maxConnectionsPerIp,
+    proxyProtocol: options.proxyProtocol,
+  };
 }

@@ -10,13 +10,36 @@ import type { ServerOptions, ShutdownSummary } from "./line_server.ts";
 import { type MetricsSnapshot, ServerMetrics } from "./metrics.ts";
 import type { LogFormat } from "./logging.ts";
 import type { LogLevel } from "@logtape/logtape";
+import type { ProtocolName } from "./protocol_names.ts";
+
+/**
+ * Options of `startServer` that `ServerOptions` does not declare yet.
+ * TODO(merge): once `ServerOptions` has these three, delete this interface
+ * and its uses (`ServerOptions & PendingServerOptions` becomes
+ * `ServerOptions`). Until then they travel with the other options, and a
+ * `startServer` that does not know them ignores them.
+ */
+export interface PendingServerOptions {
+  /** A started request line must end within this long; 0 disables. */
+  lineTimeoutMs?: number;
+  /** Most connections at once from one address (IPv6: one /64); 0 disables. */
+  maxConnectionsPerIp?: number;
+  /** Every connection begins with a PROXY protocol v1 or v2 header. */
+  proxyProtocol?: boolean;
+}
+
+/** What `server.ts` and each worker pass to `startServer`, but the protocol. */
+export type WorkerServerOptions =
+  & Omit<ServerOptions, "protocol" | "logger" | "metrics">
+  & PendingServerOptions;
 
 /** What the main thread tells a worker. */
 export type ToWorker =
   | {
     type: "start";
-    protocol: "calc" | "echo";
-    options: Omit<ServerOptions, "protocol" | "logger" | "metrics">;
+    /** Looked up in `builtinProtocols` by the worker. */
+    protocol: ProtocolName;
+    options: WorkerServerOptions;
     logLevel: LogLevel;
     logFormat: LogFormat;
   }
@@ -34,8 +57,15 @@ export type FromWorker =
 /** Options of {@linkcode startWorkers}. */
 export interface WorkerPoolOptions {
   count: number;
-  protocol: "calc" | "echo";
-  server: Omit<ServerOptions, "protocol" | "logger" | "metrics" | "reusePort">;
+  protocol: ProtocolName;
+  /**
+   * Passed to every worker's `startServer`, except that `maxConnections` is
+   * split between the workers (each counts only its own connections) and
+   * `reusePort` is set. `maxConnectionsPerIp` is not split: connections from
+   * one address spread over the workers unevenly, so each worker applies
+   * the whole limit to its own.
+   */
+  server: Omit<WorkerServerOptions, "reusePort">;
   logLevel: LogLevel;
   logFormat: LogFormat;
 }

@@ -6,8 +6,7 @@
  */
 /// <reference lib="deno.worker" />
 import { startServer } from "./line_server.ts";
-import { calculatorProtocol } from "./calculator.ts";
-import { echoProtocol } from "../protocol.ts";
+import { builtinProtocols } from "../protocol.ts";
 import { configureLogging } from "./logging.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import type { LineServer } from "./line_server.ts";
@@ -23,13 +22,20 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
   switch (message.type) {
     case "start": {
       configureLogging({ level: message.logLevel, format: message.logFormat });
-      try {
-        server = await startServer({
-          ...message.options,
-          protocol: message.protocol === "echo"
-            ? echoProtocol
-            : calculatorProtocol,
+      const protocol = builtinProtocols[message.protocol];
+      if (protocol === undefined) {
+        send({
+          type: "failed",
+          error: `Protocol ${message.protocol} is not built in`,
+          addrInUse: false,
         });
+        return;
+      }
+      try {
+        // The options include those ServerOptions does not declare yet
+        // (lineTimeoutMs, maxConnectionsPerIp, proxyProtocol; see
+        // PendingServerOptions in cluster.ts): they are passed on as they are.
+        server = await startServer({ ...message.options, protocol });
       } catch (error) {
         send({
           type: "failed",

@@ -70,6 +70,24 @@ export function formatJson(record: LogRecord): string {
   }) + "\n";
 }
 
+/**
+ * `n` and `noun`, the noun in the plural unless `n` is 1: log lines read
+ * `1 line` and `2 lines`. For nouns whose plural adds an `s`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { plural } from "./logging.ts";
+ *
+ * assert.equal(plural(1, "line"), "1 line");
+ * assert.equal(plural(0, "connection"), "0 connections");
+ * assert.equal(plural(59, "connection"), "59 connections");
+ * ```
+ */
+export function plural(n: number, noun: string): string {
+  return `${n} ${n === 1 ? noun : `${noun}s`}`;
+}
+
 /** An error as logged for a fault: its stack when it has one, so the log shows where. */
 export function errorWithStack(error: unknown): string {
   return error instanceof Error

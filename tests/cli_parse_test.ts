@@ -1,6 +1,11 @@
 /** Unit tests of option parsing and validation (no process is started). */
 import assert from "node:assert/strict";
-import { parseCli } from "../src/cli.ts";
+import {
+  parseCli,
+  PROTOCOL_NAMES,
+  serverOptionsOf,
+  USAGE,
+} from "../src/cli.ts";
 
 function options(args: string[]) {
   const request = parseCli(args);
@@ -26,7 +31,10 @@ Deno.test("cli: the defaults are the contract's", () => {
     maxLineBytes: 65536,
     maxConnections: 10000,
     idleTimeoutMs: 300_000,
+    lineTimeoutMs: 60_000,
     shutdownTimeoutMs: 2000,
+    maxConnectionsPerIp: 0,
+    proxyProtocol: false,
     logLevel: "info",
     logFormat: "text",
     workers: 1,
@@ -41,6 +49,18 @@ Deno.test("cli: timeouts take fractions of a second; 0 turns idle timeout off", 
   assert.equal(options(["--idle-timeout=.5"]).idleTimeoutMs, 500);
   assert.equal(options(["--idle-timeout", "0"]).idleTimeoutMs, 0);
   assert.equal(options(["--shutdown-timeout", "1.5"]).shutdownTimeoutMs, 1500);
+});
+
+Deno.test("cli: a positive timeout never means off: it is at least 1 ms", () => {
+  assert.equal(options(["--idle-timeout", "0.0001"]).idleTimeoutMs, 1);
+  assert.equal(options(["--idle-timeout", "0.0004"]).idleTimeoutMs, 1);
+  assert.equal(options(["--idle-timeout", "0.0016"]).idleTimeoutMs, 2);
+  assert.equal(options(["--idle-timeout", "0.000"]).idleTimeoutMs, 0);
+  assert.equal(
+    options(["--shutdown-timeout", "0.00001"]).shutdownTimeoutMs,
+    1,
+  );
+  assert.equal(options(["--shutdown-timeout", "0"]).shutdownTimeoutMs, 0);
 });
 
 Deno.test("cli: every bad value names its option", () => {
@@ -60,4 +80,84 @@ Deno.test("cli: every bad value names its option", () => {
 Deno.test("cli: --help and --version win over other options", () => {
   assert.equal(parseCli(["--port", "1", "--help"]).kind, "help");
   assert.equal(parseCli(["--version"]).kind, "version");
+});
+
+Deno.test("cli: --line-timeout takes seconds like the other timeouts; 0 turns it off", () => {
+  assert.equal(options(["--line-timeout", "7.5"]).lineTimeoutMs, 7500);
+  assert.equal(options(["--line-timeout=.25"]).lineTimeoutMs, 250);
+  assert.equal(options(["--line-timeout", "0"]).lineTimeoutMs, 0);
+  assert.equal(options(["--line-timeout", "0.0001"]).lineTimeoutMs, 1);
+  assert.equal(
+    options(["--line-timeout", "2147483"]).lineTimeoutMs,
+    2_147_483_000,
+  );
+  for (const bad of ["-1", "abc", "1e3", "", "2147484", "1,5"]) {
+    assert.match(
+      error(["--line-timeout", bad]),
+      /--line-timeout/,
+      `--line-timeout ${JSON.stringify(bad)}`,
+    );
+  }
+  assert.match(error(["--line-timeout"]), /--line-timeout/);
+});
+
+Deno.test("cli: --max-connections-per-ip is an integer from 0 (off) to 1000000", () => {
+  assert.equal(
+    options(["--max-connections-per-ip", "0"]).maxConnectionsPerIp,
+    0,
+  );
+  assert.equal(
+    options(["--max-connections-per-ip", "5"]).maxConnectionsPerIp,
+    5,
+  );
+  assert.equal(
+    options(["--max-connections-per-ip=1000000"]).maxConnectionsPerIp,
+    1_000_000,
+  );
+  for (const bad of ["-1", "1.5", "abc", "", "1000001", "0x10"]) {
+    assert.match(
+      error(["--max-connections-per-ip", bad]),
+      /--max-connections-per-ip/,
+      `--max-connections-per-ip ${JSON.stringify(bad)}`,
+    );
+  }
+});
+
+Deno.test("cli: --proxy-protocol is a flag without a value", () => {
+  assert.equal(options(["--proxy-protocol"]).proxyProtocol, true);
+  assert.equal(options([]).proxyProtocol, false);
+  assert.match(error(["--proxy-protocol=yes"]), /--proxy-protocol/);
+  assert.match(error(["--proxy-protocol", "yes"]), /yes/);
+});
+
+Deno.test("cli: --protocol takes every name of PROTOCOL_NAMES, chat included, and nothing else", () => {
+  assert.deepEqual([...PROTOCOL_NAMES], ["calc", "echo", "chat"]);
+  for (const name of PROTOCOL_NAMES) {
+    assert.equal(options(["--protocol", name]).protocol, name);
+    assert.ok(USAGE.includes(name), `--help does not mention ${name}`);
+  }
+  assert.match(error(["--protocol", "Chat"]), /--protocol.*calc, echo, chat/);
+});
+
+Deno.test("cli: the new options reach startServer's options under their names", () => {
+  assert.deepEqual(
+    serverOptionsOf(options([
+      "--line-timeout",
+      "2.5",
+      "--max-connections-per-ip",
+      "7",
+      "--proxy-protocol",
+    ])),
+    {
+      hostname: "127.0.0.1",
+      port: 8080,
+      maxLineBytes: 65536,
+      maxConnections: 10000,
+      idleTimeoutMs: 300_000,
+      shutdownTimeoutMs: 2000,
+      lineTimeoutMs: 2500,
+      maxConnectionsPerIp: 7,
+      proxyProtocol: true,
+    },
+  );
 });

@@ -6,6 +6,12 @@ import assert from "node:assert/strict";
 import { delay } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { runServerToExit, ServerProcess } from "./support/server_process.ts";
+import {
+  createTestCertificate,
+  opensslMissingReason,
+} from "./support/tls_cert.ts";
+import { connectTlsLineClient } from "./support/tls_client.ts";
+import { builtinProtocols } from "../protocol.ts";
 
 const WELCOME = "<welcome: starting in sum mode>";
 
@@ -63,6 +69,9 @@ Deno.test("cli: --help prints usage on stdout and exits 0", async () => {
       "--tls-cert",
       "--tls-key",
       "--admin-port",
+      "--line-timeout",
+      "--max-connections-per-ip",
+      "--proxy-protocol",
       "--help",
       "--version",
     ]
@@ -99,6 +108,17 @@ const BAD_ARGS: { args: string[]; names: string }[] = [
   { args: ["--log-level", "loud"], names: "log-level" },
   { args: ["--log-format", "xml"], names: "log-format" },
   { args: ["--workers", "-1"], names: "workers" },
+  { args: ["--line-timeout", "-1"], names: "line-timeout" },
+  { args: ["--line-timeout", "soon"], names: "line-timeout" },
+  {
+    args: ["--max-connections-per-ip", "1.5"],
+    names: "max-connections-per-ip",
+  },
+  {
+    args: ["--max-connections-per-ip", "1000001"],
+    names: "max-connections-per-ip",
+  },
+  { args: ["--proxy-protocol=yes"], names: "proxy-protocol" },
 ];
 
 for (const { args, names } of BAD_ARGS) {
@@ -303,3 +323,207 @@ Deno.test("cli: the info start log names address, protocol and limits", async ()
     );
   }
 });
+
+Deno.test("cli: --help says which options need --allow-read", async () => {
+  const { code, stdout } = await runServerToExit(["--help"]);
+  assert.equal(code, 0);
+  for (const option of ["--workers", "--tls-cert", "--tls-key"]) {
+    // The option's own entry, with its continuation lines.
+    const entry = stdout.match(
+      new RegExp(`^  ${option} [^\\n]*(?:\\n {20,}[^\\n]*)*`, "m"),
+    );
+    assert.ok(entry, `no entry for ${option}:\n${stdout}`);
+    assert.match(entry[0], /--allow-read/, entry[0]);
+  }
+  assert.match(stdout, /deno task start/);
+});
+
+Deno.test("cli: deno task start can use --workers 2 (the task grants --allow-read)", async () => {
+  await using server = await ServerProcess.start(
+    ["--port", "0", "--workers", "2"],
+    { task: "start", startTimeoutMs: 30000 },
+  );
+  assert.match(server.stderr, /\b2 workers\b/);
+  await oneSession(server.port);
+  await stopGracefully(server);
+});
+
+const opensslMissing = await opensslMissingReason();
+
+Deno.test({
+  name: opensslMissing
+    ? `cli: deno task start serves TLS (ignored: ${opensslMissing})`
+    : "cli: deno task start can read --tls-cert and --tls-key (the task grants --allow-read)",
+  ignore: opensslMissing !== undefined,
+  async fn() {
+    await using cert = await createTestCertificate();
+    await using server = await ServerProcess.start(
+      ["--port", "0", "--tls-cert", cert.certFile, "--tls-key", cert.keyFile],
+      { task: "start", startTimeoutMs: 30000 },
+    );
+    {
+      using client = await connectTlsLineClient(server.port, cert.certPem);
+      assert.equal(await client.readLine(), WELCOME);
+      await client.send("1,2,4\nquit\n");
+      assert.deepEqual(await client.readLines(2), [
+        "Sum of input integers: '7'",
+        "connection closed",
+      ]);
+    }
+    await stopGracefully(server);
+  },
+});
+
+for (const occupant of ["--port", "another program"] as const) {
+  Deno.test(`cli: --admin-port in use by ${occupant} is one stderr line and exit 1, before any listening line`, async () => {
+    using held = occupant === "--port"
+      ? undefined
+      : Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = held ? (held.addr as Deno.NetAddr).port : freePort();
+    const { code, stderr } = await runServerToExit([
+      "--port",
+      occupant === "--port" ? String(port) : "0",
+      "--admin-port",
+      String(port),
+    ]);
+    assert.equal(code, 1, `exit code; stderr: ${stderr}`);
+    const lines = linesOf(stderr);
+    assert.equal(lines.length, 1, `expected one stderr line, got:\n${stderr}`);
+    assert.match(lines[0], /--admin-port/);
+    assert.match(lines[0], new RegExp(`:${port}\\b.*in use`));
+    assertNoStackTrace(stderr);
+  });
+}
+
+/** A port that was free a moment ago. */
+function freePort(): number {
+  using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return probe.addr.port;
+}
+
+Deno.test("cli: the shutdown summary counts served and open-at-shutdown apart, in the singular for 1", async () => {
+  await using server = await ServerProcess.start(["--port", "0"]);
+  // The first has ended for the server too before the shutdown begins.
+  await waitForConnectionLogs(server, await oneSession(server.port));
+  {
+    using idle = await LineClient.connect(server.port);
+    assert.equal(await idle.readLine(), WELCOME);
+    server.signal("SIGTERM");
+    assert.equal(await idle.readLine(), "<server shutting down>");
+    await idle.expectClosed();
+  }
+  assert.equal((await server.waitForExit(10000)).code, 0, server.stderr);
+  assert.match(
+    server.stderr,
+    /shutdown complete: 2 connections served; 1 open at shutdown: 1 finished gracefully, 0 closed by force\r?\n/,
+  );
+
+  await using single = await ServerProcess.start(["--port", "0"]);
+  await waitForConnectionLogs(single, await oneSession(single.port));
+  await stopGracefully(single);
+  assert.match(
+    single.stderr,
+    /shutdown complete: 1 connection served; 0 open at shutdown: 0 finished gracefully, 0 closed by force\r?\n/,
+  );
+  assert.match(single.stderr, /\b1 worker,/);
+});
+
+Deno.test("cli: --log-format json: the summary carries its counts as fields", async () => {
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--log-format",
+    "json",
+  ]);
+  const listening = server.stderr.match(/listening on 127\.0\.0\.1:(\d+)\D/);
+  assert.ok(listening, server.stderr);
+  const peer = await oneSession(Number(listening[1]));
+  await waitForConnectionLogs(server, peer);
+  await stopGracefully(server);
+  const summary = linesOf(server.stderr).map((line) => JSON.parse(line))
+    .find((record) => /^shutdown complete/.test(record.message));
+  assert.ok(summary, server.stderr);
+  assert.deepEqual(
+    {
+      served: summary.served,
+      openAtShutdown: summary.openAtShutdown,
+      closedGracefully: summary.closedGracefully,
+      closedByForce: summary.closedByForce,
+    },
+    { served: 1, openAtShutdown: 0, closedGracefully: 0, closedByForce: 0 },
+  );
+});
+
+Deno.test("cli: --help shows the new options with their defaults", async () => {
+  const { code, stdout } = await runServerToExit(["--help"]);
+  assert.equal(code, 0);
+  assert.match(stdout, /--protocol calc\|echo\|chat\b/);
+  for (
+    const [option, fallback] of [
+      ["--line-timeout", "default 60"],
+      ["--max-connections-per-ip", "default 0"],
+      ["--proxy-protocol", "default off"],
+    ]
+  ) {
+    const entry = stdout.match(
+      new RegExp(`^  ${option}\\b[^\\n]*(?:\\n {20,}[^\\n]*)*`, "m"),
+    );
+    assert.ok(entry, `no entry for ${option}:\n${stdout}`);
+    assert.ok(entry[0].includes(fallback), entry[0]);
+  }
+});
+
+Deno.test("cli: the start line shows the line timeout, and the per-address limit and PROXY protocol when on", async () => {
+  await using plain = await ServerProcess.start(["--port", "0"]);
+  await stopGracefully(plain);
+  const plainLine = plain.stderr.match(/listening on .*/)?.[0] ?? "";
+  assert.match(plainLine, /\bline timeout 60 s\b/);
+  assert.doesNotMatch(plainLine, /per address|PROXY/);
+
+  await using server = await ServerProcess.start([
+    "--port",
+    "0",
+    "--line-timeout",
+    "7.5",
+    "--max-connections-per-ip",
+    "3",
+    "--proxy-protocol",
+  ]);
+  await stopGracefully(server);
+  const line = server.stderr.match(/listening on .*/)?.[0] ?? "";
+  assert.match(line, /\bline timeout 7\.5 s\b/);
+  assert.match(line, /\bmax 3 per address\b/);
+  assert.match(line, /\bPROXY protocol\b/);
+});
+
+const chatBuiltIn = builtinProtocols["chat"] !== undefined;
+
+Deno.test(
+  chatBuiltIn
+    ? "cli: --protocol chat serves the chat protocol"
+    : "cli: --protocol chat, not in builtinProtocols yet, is one stderr line and exit 2",
+  async () => {
+    if (chatBuiltIn) {
+      await using server = await ServerProcess.start([
+        "--port",
+        "0",
+        "--protocol",
+        "chat",
+      ]);
+      assert.match(server.stderr, /listening on .*\bprotocol chat\b/);
+      await stopGracefully(server);
+      return;
+    }
+    const { code, stderr } = await runServerToExit([
+      "--port",
+      "0",
+      "--protocol",
+      "chat",
+    ]);
+    assert.equal(code, 2, stderr);
+    const lines = linesOf(stderr);
+    assert.equal(lines.length, 1, stderr);
+    assert.match(lines[0], /--protocol.*\bchat\b/);
+    assertNoStackTrace(stderr);
+  },
+);

@@ -15,11 +15,16 @@ const PROBE_TIMEOUT_MS = 30_000;
 const COMPILE_TIMEOUT_MS = 120_000;
 const decoder = new TextDecoder();
 
-/** Runs `deno args...` to completion; kills it after `timeoutMs`. */
+/**
+ * Runs `deno args...` to completion in `cwd`; kills it after `timeoutMs`.
+ * `env` is added to this process's environment; a name set to undefined is
+ * removed from it.
+ */
 async function runDeno(
   args: string[],
   cwd: string,
   timeoutMs: number,
+  env: Record<string, string | undefined> = {},
 ): Promise<{ success: boolean; output: string; timedOut: boolean }> {
   const controller = new AbortController();
   let timedOut = false;
@@ -27,11 +32,17 @@ async function runDeno(
     timedOut = true;
     controller.abort();
   }, timeoutMs);
+  const childEnv: Record<string, string> = { ...Deno.env.toObject() };
+  for (const [name, value] of Object.entries({ NO_COLOR: "1", ...env })) {
+    if (value === undefined) delete childEnv[name];
+    else childEnv[name] = value;
+  }
   try {
     const result = await new Deno.Command("deno", {
       args,
       cwd,
-      env: { NO_COLOR: "1" },
+      clearEnv: true,
+      env: childEnv,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -77,25 +88,6 @@ async function whyCompileIsUnavailable(): Promise<string | undefined> {
 const unavailable = await whyCompileIsUnavailable();
 if (unavailable) console.log(`compile_test ignored: ${unavailable}`);
 
-/** The `deno compile` arguments of `deno task compile`, with `--output` moved to `output`. */
-async function compileTaskArgs(output: string): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
-  const task: string = config.tasks.compile;
-  assert.equal(typeof task, "string", "deno.json has no compile task");
-  const words = task.trim().split(/\s+/);
-  assert.deepEqual(words.slice(0, 2), ["deno", "compile"], task);
-  const args: string[] = [];
-  for (let i = 2; i < words.length; i++) {
-    if (words[i] === "--output" || words[i] === "-o") i++;
-    else if (!words[i].startsWith("--output=")) args.push(words[i]);
-  }
-  assert.ok(
-    args.includes("server.ts"),
-    `task does not compile server.ts: ${task}`,
-  );
-  return ["compile", "--output", output, ...args];
-}
-
 Deno.test({
   name: unavailable
     ? `compile: binary serves the transcript (ignored: ${unavailable})`
@@ -106,7 +98,7 @@ Deno.test({
     try {
       const binary = `${dir}/lineserver`;
       const compiled = await runDeno(
-        await compileTaskArgs(binary),
+        ["task", "compile", "--output", binary],
         ROOT,
         COMPILE_TIMEOUT_MS,
       );
@@ -118,7 +110,80 @@ Deno.test({
   },
 });
 
-/** Runs the binary on port 0 and checks the SPEC §3 transcript over a socket. */
+/**
+ * Whether compiling here would have to download denort: true where it cannot
+ * (then any compile shows it), else a probe with downloads made impossible
+ * (an HTTPS proxy on a closed port) tells whether a cached denort is used.
+ */
+async function compilingNeedsDownload(): Promise<boolean> {
+  if (unavailable !== undefined) return true;
+  const dir = await Deno.makeTempDir({ prefix: "lineserver-probe-" });
+  try {
+    await Deno.writeTextFile(`${dir}/probe.ts`, 'console.log("ok");\n');
+    const probe = await runDeno(
+      ["compile", "--no-config", "--output", `${dir}/probe`, "probe.ts"],
+      dir,
+      PROBE_TIMEOUT_MS,
+      NO_DOWNLOADS,
+    );
+    return !probe.success;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Every download fails: the proxy is a closed port on this machine. */
+const NO_DOWNLOADS = {
+  HTTPS_PROXY: "http://127.0.0.1:9",
+  https_proxy: undefined,
+  NO_PROXY: undefined,
+  no_proxy: undefined,
+  DENORT_BIN: undefined,
+};
+const needsDownload = await compilingNeedsDownload();
+
+Deno.test({
+  name: needsDownload
+    ? "compile: without denort, deno task compile says so in one line and leaves no dist/"
+    : "compile: the no-denort message (ignored: a cached denort is used, nothing is downloaded)",
+  ignore: !needsDownload,
+  async fn() {
+    // A copy of the project, so that its dist/ is the task's alone.
+    const copy = await Deno.makeTempDir({ prefix: "lineserver-offline-" });
+    try {
+      for await (const entry of Deno.readDir(ROOT)) {
+        if (entry.name === ".git" || entry.name === "dist") continue;
+        await copyTree(`${ROOT}/${entry.name}`, `${copy}/${entry.name}`);
+      }
+      const result = await runDeno(
+        ["task", "--quiet", "compile"],
+        copy,
+        COMPILE_TIMEOUT_MS,
+        NO_DOWNLOADS,
+      );
+      assert.ok(!result.success, `compiled anyway:\n${result.output}`);
+      const lines = result.output.split("\n").filter((l) => l.trim() !== "");
+      assert.equal(lines.length, 1, `not one line:\n${result.output}`);
+      assert.match(lines[0], /\bdenort\b.*could not be downloaded/);
+      assert.match(lines[0], /DENORT_BIN=\/path\/to\/denort deno task compile/);
+      await assert.rejects(Deno.stat(`${copy}/dist`), Deno.errors.NotFound);
+    } finally {
+      await Deno.remove(copy, { recursive: true });
+    }
+  },
+});
+
+/** Copies a file or a directory tree. */
+async function copyTree(from: string, to: string) {
+  const info = await Deno.stat(from);
+  if (!info.isDirectory) return await Deno.copyFile(from, to);
+  await Deno.mkdir(to);
+  for await (const entry of Deno.readDir(from)) {
+    await copyTree(`${from}/${entry.name}`, `${to}/${entry.name}`);
+  }
+}
+
+/** Runs the binary on port 0 and checks the calculator's transcript over a socket. */
 async function serveTranscript(binary: string) {
   // The test permissions allow running `sh` (not arbitrary paths); `exec`
   // replaces the shell, so the child's PID is the server's own.

@@ -10,6 +10,9 @@ import { withTimeout } from "./deadline.ts";
 export const SERVER_ENTRY =
   new URL("../../server.ts", import.meta.url).pathname;
 
+/** The project root, where `deno task` finds deno.json. */
+const PROJECT_ROOT = new URL("../..", import.meta.url).pathname;
+
 /** Matches the server's own listening line, not `admin listening on`. */
 const LISTENING = /(?<!admin )listening on (\[[^\]]+\]|[^\s:"]+):(\d+)\D/;
 
@@ -20,6 +23,17 @@ export interface StartOptions {
   startTimeoutMs?: number;
   /** Wrap the command, e.g. `["prlimit", "--nofile=64", "--"]`. */
   wrapper?: string[];
+  /**
+   * Start with `deno task NAME ...args` from the project root, with the
+   * task's own permissions, instead of `deno run --allow-net server.ts`.
+   */
+  task?: string;
+  /**
+   * Run in a session and process group of its own (`setsid`), as a shell
+   * runs a foreground job, so that {@linkcode ServerProcess.signalGroup}
+   * reaches every process in it, as Ctrl-C in a terminal does.
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** A running `server.ts` child process. */
@@ -35,9 +49,14 @@ export class ServerProcess {
   #stdoutDone: Promise<void>;
   #statusPromise: Promise<Deno.CommandStatus>;
   #exited: Deno.CommandStatus | undefined;
+  /** The process group to signal and kill, when the process leads its own. */
+  readonly #group: number | undefined;
 
-  private constructor(child: Deno.ChildProcess) {
+  private constructor(child: Deno.ChildProcess, ownProcessGroup: boolean) {
     this.child = child;
+    // setsid(1) does not fork when its caller leads no process group (the
+    // case for a spawned child), so the child's PID is the group's ID.
+    this.#group = ownProcessGroup ? child.pid : undefined;
     this.#stderrDone = this.#collect(child.stderr, (t) => this.#stderr += t);
     this.#stdoutDone = this.#collect(child.stdout, (t) => this.#stdout += t);
     this.#statusPromise = child.status.then((status) => this.#exited = status);
@@ -45,22 +64,32 @@ export class ServerProcess {
 
   /** Starts `deno run --allow-net server.ts ...args`. It does not wait for listening. */
   static spawn(args: string[], options: StartOptions = {}): ServerProcess {
-    const deno = [
-      "deno",
-      "run",
-      "--allow-net",
-      ...(options.denoFlags ?? []),
-      SERVER_ENTRY,
-      ...args,
+    if (options.task !== undefined && options.denoFlags !== undefined) {
+      throw new Error("A task has its own deno flags: give task or denoFlags");
+    }
+    const deno = options.task === undefined
+      ? [
+        "deno",
+        "run",
+        "--allow-net",
+        ...(options.denoFlags ?? []),
+        SERVER_ENTRY,
+        ...args,
+      ]
+      : ["deno", "task", options.task, ...args];
+    const argv = [
+      ...(options.ownProcessGroup ? ["setsid"] : []),
+      ...(options.wrapper ?? []),
+      ...deno,
     ];
-    const argv = [...(options.wrapper ?? []), ...deno];
     const child = new Deno.Command(argv[0], {
       args: argv.slice(1),
+      cwd: options.task === undefined ? undefined : PROJECT_ROOT,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    return new ServerProcess(child);
+    return new ServerProcess(child, options.ownProcessGroup ?? false);
   }
 
   /** Starts the server and waits for its `listening on` line. */
@@ -139,6 +168,45 @@ export class ServerProcess {
     if (!this.#exited) this.child.kill(signal);
   }
 
+  /**
+   * Sends `signal` to every process in the server's own process group, as a
+   * terminal does on Ctrl-C (needs `ownProcessGroup`). Resolves once sent.
+   */
+  async signalGroup(signal: Deno.Signal): Promise<void> {
+    if (this.#group === undefined) {
+      throw new Error(
+        "signalGroup needs a server started with ownProcessGroup",
+      );
+    }
+    const { code, stderr } = await this.#killGroup(signal);
+    if (code !== 0) {
+      throw new Error(
+        `kill -s ${signal} -${this.#group} failed: ${
+          new TextDecoder().decode(stderr)
+        }`,
+      );
+    }
+  }
+
+  /** `kill -s SIGNAL -- -PGID`, through sh: Deno.kill would need every run permission. */
+  #killGroup(signal: Deno.Signal): Promise<Deno.CommandOutput> {
+    return withTimeout(
+      new Deno.Command("sh", {
+        args: [
+          "-c",
+          'kill -s "$0" -- "-$1"',
+          signal.replace(/^SIG/, ""),
+          String(this.#group),
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output(),
+      5000,
+      `kill -s ${signal} -${this.#group}`,
+    );
+  }
+
   /** Waits for the process to exit and for its output to be read. */
   async waitForExit(timeoutMs = 10000): Promise<Deno.CommandStatus> {
     const status = await withTimeout(
@@ -154,8 +222,16 @@ export class ServerProcess {
     return status;
   }
 
-  /** Kills the process if it still runs (SIGKILL) and reaps it. Always safe to call. */
+  /**
+   * Kills the process if it still runs (SIGKILL; its whole process group if
+   * it has its own, so no grandchild is left behind) and reaps it. Always
+   * safe to call.
+   */
   async stop(): Promise<void> {
+    if (this.#group !== undefined) {
+      // Also after the leader exited: a child of it may still run.
+      await this.#killGroup("SIGKILL");
+    }
     if (!this.#exited) {
       try {
         this.child.kill("SIGKILL");
