@@ -312,10 +312,7 @@ export function parseCli(args: string[]): CliRequest {
 }
 
 /**
- * The `startServer` options of a run, but the protocol and TLS. Includes
- * `lineTimeoutMs`, `maxConnectionsPerIp` and `proxyProtocol`, which
- * `ServerOptions` does not declare yet (see `PendingServerOptions` in
- * cluster.ts).
+ * The `startServer` options of a run, but the protocol and TLS.
  *
  * @example
  * ```ts

@@ -12,26 +12,11 @@ import type { LogFormat } from "./logging.ts";
 import type { LogLevel } from "@logtape/logtape";
 import type { ProtocolName } from "./protocol_names.ts";
 
-/**
- * Options of `startServer` that `ServerOptions` does not declare yet.
- * TODO(merge): once `ServerOptions` has these three, delete this interface
- * and its uses (`ServerOptions & PendingServerOptions` becomes
- * `ServerOptions`). Until then they travel with the other options, and a
- * `startServer` that does not know them ignores them.
- */
-export interface PendingServerOptions {
-  /** A started request line must end within this long; 0 disables. */
-  lineTimeoutMs?: number;
-  /** Most connections at once from one address (IPv6: one /64); 0 disables. */
-  maxConnectionsPerIp?: number;
-  /** Every connection begins with a PROXY protocol v1 or v2 header. */
-  proxyProtocol?: boolean;
-}
-
 /** What `server.ts` and each worker pass to `startServer`, but the protocol. */
-export type WorkerServerOptions =
-  & Omit<ServerOptions, "protocol" | "logger" | "metrics">
-  & PendingServerOptions;
+export type WorkerServerOptions = Omit<
+  ServerOptions,
+  "protocol" | "logger" | "metrics"
+>;
 
 /** What the main thread tells a worker. */
 export type ToWorker =

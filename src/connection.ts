@@ -27,7 +27,7 @@ import type { ServerMetrics } from "./metrics.ts";
 import { formatAddr } from "./transport.ts";
 import { ServerReplies } from "./replies.ts";
 import type { TimeoutTracker } from "./timeout_tracker.ts";
-import { errorWithStack } from "./logging.ts";
+import { errorWithStack, plural } from "./logging.ts";
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
@@ -477,12 +477,12 @@ export class Connection implements LineConnection {
     const { logger, metrics } = this.#config;
     metrics.connectionsClosed[this.#outcome]++;
     logger.info(
-      "connection closed {peer} after {durationMs} ms, {lines} {lineNoun}, {reason}",
+      "connection closed {peer} after {durationMs} ms, {linesAnswered}, {reason}",
       {
         peer: this.peerText,
         durationMs: Date.now() - this.#openedAt,
         lines: this.#lines,
-        lineNoun: this.#lines === 1 ? "line" : "lines",
+        linesAnswered: plural(this.#lines, "line"),
         reason: this.#outcome,
       },
     );

@@ -109,6 +109,8 @@ export class RollingClient {
   abrupt = 0;
   /** Connections HAProxy accepted but ended before any welcome (no backend). */
   noBackend = 0;
+  /** The local port of every connection made, as a PROXY header names it. */
+  readonly localPorts: number[] = [];
   readonly done: Promise<void>;
   #next = 0;
   #stopping = false;
@@ -154,6 +156,7 @@ export class RollingClient {
       `client ${this.id} connecting to HAProxy`,
     );
     this.#conn = conn;
+    this.localPorts.push((conn.localAddr as Deno.NetAddr).port);
     try {
       return await this.#converse(conn);
     } catch (error) {
