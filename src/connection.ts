@@ -73,6 +73,10 @@ const FORCED_LINE_WAIT_MS = 50;
 /** Default bound of {@linkcode LineProtocol.maxQueuedBytes}. */
 export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 
+/** Where a stream keeps the connection that owns it (see the listeners). */
+const OWNER = Symbol("connection");
+type OwnedStream = Duplex & { [OWNER]: Connection };
+
 /** One admitted connection and the task that serves it. */
 export class Connection implements LineConnection {
   readonly id: number;
@@ -138,11 +142,12 @@ export class Connection implements LineConnection {
   /** Starts serving; resolves with the reason once the connection has ended. Never rejects. */
   run(): Promise<CloseReason> {
     const stream = this.#stream;
-    stream.on("data", this.#onData);
-    stream.on("end", this.#onEnd);
-    stream.on("error", this.#onError);
-    stream.on("close", this.#onClose);
-    stream.on("drain", this.#onDrain);
+    (stream as OwnedStream)[OWNER] = this;
+    stream.on("data", Connection.#dataListener);
+    stream.on("end", Connection.#endListener);
+    stream.on("error", Connection.#errorListener);
+    stream.on("close", Connection.#closeListener);
+    stream.on("drain", Connection.#drainListener);
     this.#config.logger.info("connection opened {peer}", {
       peer: this.peerText,
     });
@@ -175,7 +180,7 @@ export class Connection implements LineConnection {
     if (!this.#pumping && !this.#flushQueued) {
       // Lines sent in one turn (a broadcast, a listing) go out in one write.
       this.#flushQueued = true;
-      queueMicrotask(this.#flushQueuedOutput);
+      queueMicrotask(() => this.#flushQueuedOutput());
     }
     return queued < this.#stream.writableHighWaterMark;
   }
@@ -217,7 +222,7 @@ export class Connection implements LineConnection {
       this.#beginClosing("forced", ServerReplies.shuttingDown);
     }
     clearTimeout(this.#closeTimer);
-    this.#closeTimer = setTimeout(this.#destroy, FORCED_LINE_WAIT_MS);
+    this.#closeTimer = setTimeout(() => this.#destroy(), FORCED_LINE_WAIT_MS);
   }
 
   /** Called by the server's idle tracker: nothing was received for the idle timeout. */
@@ -234,7 +239,26 @@ export class Connection implements LineConnection {
     this.#beginClosing("line_timeout", ServerReplies.lineTimeout);
   }
 
-  #onData = (chunk: Uint8Array) => {
+  // The stream's listeners are shared by every connection (each finds its
+  // own through the stream): five closures per connection would cost more
+  // memory than an idle connection's own state.
+  static #dataListener(this: Duplex, chunk: Uint8Array) {
+    (this as OwnedStream)[OWNER].#onData(chunk);
+  }
+  static #endListener(this: Duplex) {
+    (this as OwnedStream)[OWNER].#onEnd();
+  }
+  static #errorListener(this: Duplex, error: Error) {
+    (this as OwnedStream)[OWNER].#onError(error);
+  }
+  static #closeListener(this: Duplex) {
+    (this as OwnedStream)[OWNER].#onClose();
+  }
+  static #drainListener(this: Duplex) {
+    (this as OwnedStream)[OWNER].#updateReading();
+  }
+
+  #onData(chunk: Uint8Array) {
     if (this.#state !== "open") return; // closing: input is dropped
     const { idle, line, metrics } = this.#config;
     metrics.bytesReceived += chunk.length;
@@ -249,17 +273,17 @@ export class Connection implements LineConnection {
       else if (!wasInLine || this.#frames.length > framed) line.start(this);
     }
     this.#pump();
-  };
+  }
 
-  #onEnd = () => {
+  #onEnd() {
     if (this.#state !== "open") return;
     this.#peerEnded = true;
     this.#config.line?.stop(this);
     this.#decoder.finish(this.#frames);
     this.#pump();
-  };
+  }
 
-  #onError = (error: Error) => {
+  #onError(error: Error) {
     if (this.#state === "open") {
       this.#outcome = "reset";
       this.#config.metrics.errors.reset++;
@@ -269,9 +293,7 @@ export class Connection implements LineConnection {
       });
     }
     this.#destroy();
-  };
-
-  #onDrain = () => this.#updateReading();
+  }
 
   /**
    * Answers the framed lines in order until they are done or the handler
@@ -400,10 +422,10 @@ export class Connection implements LineConnection {
     else this.#stream.pause();
   }
 
-  #flushQueuedOutput = () => {
+  #flushQueuedOutput() {
     this.#flushQueued = false;
     if (this.#state === "open") this.#flush();
-  };
+  }
 
   #flush() {
     if (this.#out === "") return;
@@ -455,20 +477,23 @@ export class Connection implements LineConnection {
     this.#stream.end(() => {
       if (this.#state !== "closing") return;
       clearTimeout(this.#closeTimer);
-      this.#closeTimer = setTimeout(this.#destroy, this.#config.lingerMs);
+      this.#closeTimer = setTimeout(
+        () => this.#destroy(),
+        this.#config.lingerMs,
+      );
     });
     this.#closeTimer = setTimeout(
-      this.#destroy,
+      () => this.#destroy(),
       FINAL_FLUSH_MS + this.#config.lingerMs,
     );
     this.#updateReading();
   }
 
-  #destroy = () => {
+  #destroy() {
     this.#stream.destroy();
-  };
+  }
 
-  #onClose = () => {
+  #onClose() {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#closeTimer);
@@ -496,5 +521,5 @@ export class Connection implements LineConnection {
       });
     }
     this.#resolveDone(this.#outcome);
-  };
+  }
 }
