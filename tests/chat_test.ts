@@ -18,6 +18,7 @@ import {
   type LineServer,
 } from "../mod.ts";
 import { createChatProtocol } from "../src/chat.ts";
+import { BulkReader } from "./support/bulk_reader.ts";
 import { waitFor, withTimeout } from "./support/deadline.ts";
 import type { LineClient } from "./support/line_client.ts";
 import { type Harness, withServer } from "./support/socket_harness.ts";
@@ -435,37 +436,6 @@ Deno.test("chat: a member closed by the line timeout is announced as left once",
     await expectLeftOnce(harness.server, alice, "line_timeout", 1);
   });
 });
-
-/** Reads CRLF lines from a connection quickly (many megabytes of them). */
-class BulkReader {
-  readonly #conn: Deno.Conn;
-  readonly #decoder = new TextDecoder();
-  readonly #buffer = new Uint8Array(256 * 1024);
-  #lines: string[] = [];
-  #next = 0;
-  #partial = "";
-
-  constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-  }
-
-  async readLine(timeoutMs = WAIT_MS): Promise<string> {
-    while (this.#next === this.#lines.length) {
-      const n = await withTimeout(
-        this.#conn.read(this.#buffer),
-        timeoutMs,
-        "reading chat lines",
-      );
-      if (n === null) throw new Error("Connection ended while reading lines");
-      const text = this.#partial +
-        this.#decoder.decode(this.#buffer.subarray(0, n), { stream: true });
-      this.#lines = text.split("\r\n");
-      this.#partial = this.#lines.pop()!;
-      this.#next = 0;
-    }
-    return this.#lines[this.#next++];
-  }
-}
 
 /**
  * V8's garbage collector, so that memory is measured without the garbage
