@@ -46,7 +46,10 @@ export const ChatReplies = {
 const VALID_NAME = /^[A-Za-z0-9_-]{1,32}$/;
 /** The names given to new members (`guest7`); nobody else may take one, in any case. */
 const GUEST_NAME = /^guest[0-9]+$/i;
-/** What may follow `/nick` for the line to be a (possibly malformed) `/nick` command. */
+/**
+ * A `/nick` command, well-formed or not: `/nick` alone or followed by a
+ * space or tab. (`/nickname` is an unknown command, not a bad name.)
+ */
 const NICK_COMMAND = /^\/nick(?:[ \t]|$)/;
 /** How much unread chat a member may have waiting before it is disconnected. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
@@ -155,11 +158,11 @@ class ChatSession implements LineSession {
       return;
     }
     if (NICK_COMMAND.test(line)) {
-      const name = line.slice("/nick ".length);
-      if (line[5] !== " " || !VALID_NAME.test(name)) {
-        return ChatReplies.badName;
-      }
-      return this.#room.rename(this.#connection, name);
+      // Exactly one space, then the name.
+      const name = line.startsWith("/nick ") ? line.slice("/nick ".length) : "";
+      return VALID_NAME.test(name)
+        ? this.#room.rename(this.#connection, name)
+        : ChatReplies.badName;
     }
     return ChatReplies.unknownCommand;
   }
