@@ -47,6 +47,7 @@ export {
   type PeerAddress,
   type Reply,
 } from "./protocol.ts";
+export { chatProtocol } from "./src/chat.ts";
 export { ConnectionGroup } from "./src/connection_group.ts";
 export { ServerReplies } from "./src/replies.ts";
 export {

@@ -6,6 +6,7 @@
  */
 import type { LineProtocol, LineSession } from "./src/session.ts";
 import { calculatorProtocol } from "./src/calculator.ts";
+import { chatProtocol } from "./src/chat.ts";
 
 export type {
   CloseReason,
@@ -64,4 +65,5 @@ export const echoProtocol: LineProtocol = {
 export const builtinProtocols: Readonly<Record<string, LineProtocol>> = {
   calc: calculatorProtocol,
   echo: echoProtocol,
+  chat: chatProtocol,
 };
