@@ -155,6 +155,14 @@ async function startService(
       EXIT_USAGE,
     );
   }
+  if (options.protocol === "chat") {
+    // Each worker would hold a room of its own: members would not hear
+    // each other, and guest numbers would repeat.
+    throw new StartError(
+      "Option --workers cannot be combined with --protocol chat (a chat room lives in one worker); run with --help for usage",
+      EXIT_USAGE,
+    );
+  }
   const here = new URL(".", import.meta.url);
   if (
     here.protocol === "file:" &&

@@ -168,7 +168,10 @@ class ChatSession implements LineSession {
   }
 
   onClose(reason: CloseReason): void {
-    const shuttingDown = reason === "shutdown" || reason === "forced";
+    // During a shutdown everyone is told the server is going; a member that
+    // resets meanwhile is not announced either.
+    const shuttingDown = reason === "shutdown" || reason === "forced" ||
+      this.#connection.draining;
     this.#room.leave(this.#connection, { quietly: shuttingDown });
   }
 }
@@ -192,6 +195,7 @@ class ChatSession implements LineSession {
  *   peer: { hostname: "127.0.0.1", port: 40000 + id },
  *   closed: false,
  *   send: (...lines) => (inbox.push(...lines.map((l) => `${id} < ${l}`)), true),
+ *   draining: false,
  *   drained: () => Promise.resolve(),
  *   close: () => {},
  * });

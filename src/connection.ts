@@ -134,6 +134,10 @@ export class Connection implements LineConnection {
     return this.#state !== "open";
   }
 
+  get draining(): boolean {
+    return this.#config.draining();
+  }
+
   /** How the connection ended (final once {@linkcode done} has resolved). */
   get outcome(): CloseReason {
     return this.#outcome;
@@ -172,7 +176,7 @@ export class Connection implements LineConnection {
   send(...lines: string[]): boolean {
     if (this.#state !== "open") return false;
     for (const line of lines) this.#out += line + CRLF;
-    const queued = this.#out.length + this.#stream.writableLength;
+    const queued = this.#queuedBytes();
     if (queued > this.#maxQueuedBytes) {
       this.#disconnectSlowConsumer(queued);
       return false;
@@ -183,6 +187,18 @@ export class Connection implements LineConnection {
       queueMicrotask(() => this.#flushQueuedOutput());
     }
     return queued < this.#stream.writableHighWaterMark;
+  }
+
+  /**
+   * Bytes waiting for this client: in the stream and not yet handed to it.
+   * A UTF-16 code unit is 1 to 3 UTF-8 bytes, so the exact count is taken
+   * only when the cheap bounds cannot decide.
+   */
+  #queuedBytes(): number {
+    const buffered = this.#stream.writableLength;
+    const atMost = this.#out.length * 3 + buffered;
+    if (atMost <= this.#maxQueuedBytes) return atMost;
+    return Buffer.byteLength(this.#out, "utf8") + buffered;
   }
 
   drained(): Promise<void> {

@@ -23,6 +23,7 @@ import type { LineConnection } from "./session.ts";
  *   peer: { hostname: "127.0.0.1", port: 1000 + id },
  *   closed,
  *   send: (...lines) => (sent.push(...lines.map((l) => `${id}:${l}`)), true),
+ *   draining: false,
  *   drained: () => Promise.resolve(),
  *   close: () => {},
  * });

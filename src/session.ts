@@ -59,10 +59,16 @@ export interface LineConnection {
   /** True once the connection is closing or closed: sending does nothing. */
   readonly closed: boolean;
   /**
+   * True once the server has begun a graceful shutdown: every connection
+   * will be closed with `<server shutting down>` at its next line boundary.
+   */
+  readonly draining: boolean;
+  /**
    * Sends lines to this client now, after every line already sent or
    * answered, each line whole. It never blocks: the lines are queued. If the
    * client lets more than the protocol's {@linkcode LineProtocol.maxQueuedBytes}
-   * pile up unread, the connection is closed as `slow_consumer`.
+   * pile up unread, the connection is closed as `slow_consumer` (and false
+   * is returned).
    *
    * @returns false once the queue is long enough that a protocol streaming
    * many lines should wait for {@linkcode drained} before sending more (as
@@ -109,10 +115,12 @@ export interface LineProtocol {
   /** Called once per admitted connection, before its greeting. */
   createSession(connection: LineConnection): LineSession;
   /**
-   * How many bytes of lines sent with {@linkcode LineConnection.send} may
-   * wait unread before the client is disconnected as `slow_consumer`.
-   * Default 1 MiB. Replies to requests are not counted: a client that does
-   * not read its replies is simply not read from until it does.
+   * How many bytes may wait unread for a client when
+   * {@linkcode LineConnection.send} queues more: past it the client is
+   * disconnected as `slow_consumer`. Everything waiting counts, replies
+   * included; but replies alone never disconnect anyone (a client that does
+   * not read its replies is simply not read from until it does). Default
+   * 1 MiB; raise it for a protocol whose replies are large.
    */
   readonly maxQueuedBytes?: number;
 }

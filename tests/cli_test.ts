@@ -119,6 +119,7 @@ const BAD_ARGS: { args: string[]; names: string }[] = [
     names: "max-connections-per-ip",
   },
   { args: ["--proxy-protocol=yes"], names: "proxy-protocol" },
+  { args: ["--protocol", "chat", "--workers", "2"], names: "--protocol chat" },
 ];
 
 for (const { args, names } of BAD_ARGS) {
