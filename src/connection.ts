@@ -70,6 +70,7 @@ const TIME_SLICE_MS = 2;
 const FINAL_FLUSH_MS = 1500;
 /** How long a forced close waits for its best-effort shutdown line. */
 const FORCED_LINE_WAIT_MS = 50;
+const encoder = new TextEncoder();
 /** Default bound of {@linkcode LineProtocol.maxQueuedBytes}. */
 export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 
@@ -445,7 +446,8 @@ export class Connection implements LineConnection {
 
   #flush() {
     if (this.#out === "") return;
-    const bytes = Buffer.from(this.#out, "utf8");
+    // One encoding call (Buffer.from would measure the string first).
+    const bytes = encoder.encode(this.#out);
     this.#out = "";
     this.#config.metrics.bytesSent += bytes.length;
     this.#stream.write(bytes);
