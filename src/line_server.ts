@@ -55,7 +55,15 @@ export interface ServerOptions {
   tls?: { cert: string; key: string };
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). Default false. */
   reusePort?: boolean;
-  /** Where connection events are logged. Default: LogTape category `lineserver`. */
+  /**
+   * A LogTape `Logger` for connection events. Default: the LogTape category
+   * `lineserver`. Nothing is logged until the program configures LogTape.
+   *
+   * (Left out of the generated API docs: the doc linter of Deno 2.9 counts
+   * a type from another package as private.)
+   *
+   * @ignore
+   */
   logger?: Logger;
   /** Counters to update. Default: a fresh {@linkcode ServerMetrics}. */
   metrics?: ServerMetrics;
@@ -197,6 +205,7 @@ export class LineServer {
     return this.shutdown();
   }
 
+  /** Shuts down gracefully, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
