@@ -157,7 +157,7 @@ export interface CpuSnapshot {
   tcp: TcpCounters;
 }
 
-/** Selected counters from /proc/net/snmp (Tcp) and /proc/net/netstat (TcpExt). */
+/** Selected counters from /proc/net/snmp (Tcp), /proc/net/netstat (TcpExt) and /proc/net/softnet_stat. */
 export interface TcpCounters {
   /** Segments retransmitted. */
   RetransSegs: number;
@@ -165,6 +165,14 @@ export interface TcpCounters {
   ListenOverflows: number;
   /** Retransmission timeouts that fired. */
   TCPTimeouts: number;
+  /**
+   * Packets dropped because a CPU's input backlog was full (second column
+   * of /proc/net/softnet_stat, all CPUs). Loopback traffic passes through
+   * that backlog (`net.core.netdev_max_backlog` packets per CPU): a burst of
+   * writes larger than it loses packets, which then wait for a
+   * retransmission timeout (200 ms or more).
+   */
+  BacklogDrops: number;
 }
 
 const TCP_COUNTERS = ["RetransSegs", "ListenOverflows", "TCPTimeouts"] as const;
@@ -189,6 +197,7 @@ export function tcpDelta(start: TcpCounters, end: TcpCounters): TcpCounters {
     RetransSegs: end.RetransSegs - start.RetransSegs,
     ListenOverflows: end.ListenOverflows - start.ListenOverflows,
     TCPTimeouts: end.TCPTimeouts - start.TCPTimeouts,
+    BacklogDrops: end.BacklogDrops - start.BacklogDrops,
   };
 }
 
@@ -204,6 +213,7 @@ export async function cpuSnapshot(pids: number[]): Promise<CpuSnapshot> {
     "/proc/stat",
     "/proc/net/snmp",
     "/proc/net/netstat",
+    "/proc/net/softnet_stat",
   ]);
   const processTicks = pids.map((pid) => {
     const fields = statFields(files.get(`/proc/${pid}/stat`));
@@ -226,9 +236,14 @@ export async function cpuSnapshot(pids: number[]): Promise<CpuSnapshot> {
     ...netCounters(files.get("/proc/net/snmp")),
     ...netCounters(files.get("/proc/net/netstat")),
   ]);
-  const tcp = Object.fromEntries(
-    TCP_COUNTERS.map((name) => [name, net.get(name) ?? 0]),
-  ) as unknown as TcpCounters;
+  const backlogDrops = (files.get("/proc/net/softnet_stat") ?? "").split("\n")
+    .reduce((sum, line) => sum + (parseInt(line.split(" ")[1], 16) || 0), 0);
+  const tcp = {
+    ...Object.fromEntries(
+      TCP_COUNTERS.map((name) => [name, net.get(name) ?? 0]),
+    ),
+    BacklogDrops: backlogDrops,
+  } as unknown as TcpCounters;
   return { processTicks, cores, tcp };
 }
 

@@ -122,6 +122,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
     lines.reduce((sum, l) => sum + l.length, 0) / lines.length;
 
   const cal = byId(CALIBRATION_ID);
+  const cal5000 = byId("e-node-peer");
   const calibration = usable(cal)
     ? {
       id: CALIBRATION_ID,
@@ -138,6 +139,13 @@ export function summarize(measured: Measured, facts: RunFacts) {
       ),
       met: cal.maxOverMedian <= CALIBRATION.maxOverMedian &&
         cal.leastServedOverMedian >= CALIBRATION.leastServedOverMedian,
+      /** The Node peer at 5000 connections (scenario e), for information. */
+      at5000: usable(cal5000)
+        ? {
+          maxOverMedian: round(cal5000.maxOverMedian, 2),
+          leastServedOverMedian: round(cal5000.leastServedOverMedian, 3),
+        }
+        : null,
       skipped: null,
     }
     : {
@@ -217,6 +225,21 @@ export function summarize(measured: Measured, facts: RunFacts) {
         ratio(loads, "c-calc", "c-node-peer"),
         TARGETS.thousandConnections,
         true,
+      ),
+    },
+    /**
+     * The same per second of server CPU: what each would do with a whole
+     * core, telling when a row was limited by the generator (no target).
+     */
+    overNodePeerPerServerCpu: {
+      requestResponse50: round(
+        ratio(loads, "a-calc", "a-node-peer", "linesPerServerCpuS"),
+      ),
+      pipelined50: round(
+        ratio(loads, "b-calc", "b-node-peer", "linesPerServerCpuS"),
+      ),
+      closedLoop1000: round(
+        ratio(loads, "c-calc", "c-node-peer", "linesPerServerCpuS"),
       ),
     },
     idleKiBPerConnection: idleCalc && !idleCalc.failed
@@ -348,6 +371,7 @@ function scenarioTable(loads: LoadResult[]): string {
     "core1",
     "other",
     "tcp rtx",
+    "drops",
     "bound",
     "errors",
     "mismatch",
@@ -375,6 +399,7 @@ function scenarioTable(loads: LoadResult[]): string {
     pct(r.coreBusy[1]),
     pct(r.otherCpu),
     r.tcp ? String(r.tcp.RetransSegs + r.tcp.ListenOverflows) : "-",
+    r.tcp ? String(r.tcp.BacklogDrops) : "-",
     boundBy(r),
     String(r.errors),
     String(r.mismatches),
@@ -441,6 +466,10 @@ function calibrationLine(summary: Summary): string {
     c.met
       ? "OK, the generator is fair"
       : "FAILED, the generator measures itself"
+  }${
+    c.at5000
+      ? `; at 5000 conns ${c.at5000.maxOverMedian} and ${c.at5000.leastServedOverMedian}`
+      : ""
   }`;
 }
 
@@ -470,11 +499,19 @@ function text(summary: Summary): string {
   out.push(f(targets.fairness1000, 1000));
   out.push(f(targets.fairness5000, 5000));
   const o = targets.overNodePeer;
+  const perCpu = targets.overNodePeerPerServerCpu;
   out.push(
     `lineserver / Node peer lines/s: 50 conns request/response ${
       verdict(o.requestResponse50, true)
     }; pipelined x32 ${verdict(o.pipelined50, true)}; 1000 conns ${
       verdict(o.closedLoop1000, true)
+    }`,
+  );
+  out.push(
+    `lineserver / Node peer per second of server CPU: request/response ${
+      perCpu.requestResponse50 ?? "-"
+    }, pipelined x32 ${perCpu.pipelined50 ?? "-"}, 1000 conns ${
+      perCpu.closedLoop1000 ?? "-"
     }`,
   );
   out.push(
@@ -522,6 +559,17 @@ function text(summary: Summary): string {
         })`,
       );
     }
+  }
+  const dropped = loads.filter((r) =>
+    r.tcp &&
+    (r.tcp.RetransSegs + r.tcp.ListenOverflows + r.tcp.BacklogDrops) > 0
+  );
+  if (dropped.length > 0) {
+    out.push(
+      `NOTE: TCP retransmissions or dropped packets during ${
+        dropped.map((r) => r.id).join(", ")
+      }: the kernel lost loopback packets (a full listen queue, or a burst of writes over a CPU's input backlog), and each lost one waited for a retransmission timeout of 200 ms or more; those rows' max and least-served figures include that wait`,
+    );
   }
   const disturbed = loads.filter((r) => r.otherCpu > 0.1);
   if (disturbed.length > 0) {
