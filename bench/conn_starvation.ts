@@ -12,7 +12,8 @@
  *
  * This file is the client: N connections in a closed loop (send one line,
  * read until its whole echo is back, send again), on `Deno.connect` or on
- * `node:net`. The server is `bench/raw_echo_server.ts`, which can echo on
+ * `node:net`. All connections are open, each with one echo answered, before
+ * the warm-up starts. The server is `bench/raw_echo_server.ts`, which can echo on
  * either layer. Each process gets its own CPU, as in the bench:
  *
  * ```sh
@@ -62,73 +63,88 @@ const warmupMs = Number(option("--warmup", "2")) * 1000;
 const windowMs = Number(option("--seconds", "8")) * 1000;
 
 let measuring = false;
-let running = true;
 const latencies: number[] = [];
 const replies = new Array<number>(connections).fill(0);
 
-function replied(index: number, sentAt: number): void {
-  if (!measuring) return;
-  latencies.push(performance.now() - sentAt);
-  replies[index]++;
-}
+/** Sends the line and resolves once its whole echo is back. */
+type RoundTrip = () => Promise<void>;
 
-/** One connection on Deno.Conn: write, read until the echo's LF, repeat. */
-async function denoLoop(index: number): Promise<void> {
+/** A connection on Deno.Conn: write, then read until the echo's LF. */
+async function denoConnection(): Promise<RoundTrip> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   conn.setNoDelay(true);
   const buffer = new Uint8Array(256);
-  try {
-    while (running) {
-      const sentAt = performance.now();
-      await conn.write(LINE);
-      let received = 0;
-      while (received < LINE.length || buffer[received - 1] !== LF) {
-        const n = await conn.read(buffer.subarray(received));
-        if (n === null) return;
-        received += n;
-      }
-      replied(index, sentAt);
+  return async () => {
+    await conn.write(LINE);
+    let received = 0;
+    while (received < LINE.length || buffer[received - 1] !== LF) {
+      const n = await conn.read(buffer.subarray(received));
+      if (n === null) throw new Error("Server closed the connection");
+      received += n;
     }
-  } finally {
-    conn.close();
-  }
+  };
 }
 
-/** One connection on node:net: the same loop, driven by `data` events. */
-function nodeLoop(index: number): Promise<void> {
+/** A connection on node:net: write, then wait for `data` up to the LF. */
+function nodeConnection(): Promise<RoundTrip> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: "127.0.0.1", port });
     socket.setNoDelay(true);
     let received = 0;
-    let sentAt = 0;
-    const send = () => {
-      if (!running) return socket.destroy(), resolve();
-      sentAt = performance.now();
-      socket.write(LINE);
-    };
-    socket.on("connect", send);
+    let answered = () => {};
     socket.on("error", reject);
     socket.on("data", (chunk: Uint8Array) => {
       received += chunk.length;
       if (received < LINE.length || chunk[chunk.length - 1] !== LF) return;
       received = 0;
-      replied(index, sentAt);
-      send();
+      answered();
     });
+    socket.on("connect", () =>
+      resolve(() =>
+        new Promise((done) => {
+          answered = done;
+          socket.write(LINE);
+        })
+      ));
   });
 }
 
-const loop = client === "node" ? nodeLoop : denoLoop;
-for (let i = 0; i < connections; i++) {
-  loop(i).catch((e) => {
-    console.error(`connection ${i}: ${e.message}`);
+// Connect first, at most 64 at a time, each with one round trip, so that
+// every connection has been accepted by the server before the clock starts
+// (a burst of connects can overflow the listen queue, and a dropped
+// handshake waits for a retransmission).
+const open = client === "node" ? nodeConnection : denoConnection;
+const roundTrips: RoundTrip[] = [];
+let next = 0;
+await Promise.all(Array.from({ length: 64 }, async () => {
+  while (next < connections) {
+    next++;
+    const roundTrip = await open();
+    await roundTrip();
+    roundTrips.push(roundTrip);
+  }
+}));
+
+// The closed loop on every connection; the process exits at the window's
+// end, which also ends loops still waiting for a starved reply.
+roundTrips.forEach(async (roundTrip, index) => {
+  try {
+    while (true) {
+      const sentAt = performance.now();
+      await roundTrip();
+      if (measuring) {
+        latencies.push(performance.now() - sentAt);
+        replies[index]++;
+      }
+    }
+  } catch (e) {
+    console.error(`connection ${index}: ${(e as Error).message}`);
     Deno.exit(1);
-  });
-}
+  }
+});
 setTimeout(() => measuring = true, warmupMs);
 await new Promise((resolve) => setTimeout(resolve, warmupMs + windowMs));
 measuring = false;
-running = false;
 
 latencies.sort((a, b) => a - b);
 const sorted = [...replies].sort((a, b) => a - b);
@@ -146,5 +162,4 @@ console.log(
       (sorted[0] / sorted[sorted.length >> 1]).toFixed(2)
     }`,
 );
-// Ends the loops too, including any still waiting for a starved reply.
 Deno.exit(0);

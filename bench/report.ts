@@ -20,6 +20,16 @@ export const CALIBRATION_ID = "c-node-peer";
 /** What the calibration must show for the fairness figures to be trusted. */
 const CALIBRATION = { maxOverMedian: 5, leastServedOverMedian: 0.9 };
 
+/** Id of a first calibration attempt that missed and was repeated. */
+export const CALIBRATION_FIRST_TRY_ID = `${CALIBRATION_ID}-first-try`;
+
+/** Whether a calibration row shows a fair generator (false if it did not run). */
+export function calibrationMet(r: LoadResult): boolean {
+  return !r.skipped && !r.failed &&
+    r.maxOverMedian <= CALIBRATION.maxOverMedian &&
+    r.leastServedOverMedian >= CALIBRATION.leastServedOverMedian;
+}
+
 /** lineserver's targets. */
 const TARGETS = {
   /** Under the 1000- and 5000-connection closed loop. */
@@ -123,6 +133,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
 
   const cal = byId(CALIBRATION_ID);
   const cal5000 = byId("e-node-peer");
+  const firstTry = byId(CALIBRATION_FIRST_TRY_ID);
   const calibration = usable(cal)
     ? {
       id: CALIBRATION_ID,
@@ -137,8 +148,15 @@ export function summarize(measured: Measured, facts: RunFacts) {
         CALIBRATION.leastServedOverMedian,
         true,
       ),
-      met: cal.maxOverMedian <= CALIBRATION.maxOverMedian &&
-        cal.leastServedOverMedian >= CALIBRATION.leastServedOverMedian,
+      met: calibrationMet(cal),
+      /** A first attempt that missed, was repeated, and is in the table too. */
+      firstTry: usable(firstTry)
+        ? {
+          maxOverMedian: round(firstTry.maxOverMedian, 2),
+          leastServedOverMedian: round(firstTry.leastServedOverMedian, 3),
+          otherCpu: round(firstTry.otherCpu, 2),
+        }
+        : null,
       /** The Node peer at 5000 connections (scenario e), for information. */
       at5000: usable(cal5000)
         ? {
@@ -466,6 +484,12 @@ function calibrationLine(summary: Summary): string {
     c.met
       ? "OK, the generator is fair"
       : "FAILED, the generator measures itself"
+  }${
+    c.firstTry
+      ? ` (second attempt: the first measured ${c.firstTry.maxOverMedian} and ${c.firstTry.leastServedOverMedian} while other processes used ${
+        pct(c.firstTry.otherCpu ?? NaN)
+      } of a CPU)`
+      : ""
   }${
     c.at5000
       ? `; at 5000 conns ${c.at5000.maxOverMedian} and ${c.at5000.leastServedOverMedian}`

@@ -13,6 +13,8 @@
  * Every run starts with the calibration: the generator against the Node.js
  * peer at 1000 closed-loop connections must show max/median <= 5 and
  * least-served/median >= 0.9, or its fairness figures measure the generator.
+ * A calibration that misses is repeated once (a moment of another process on
+ * the generator's CPU is enough to miss); both attempts are reported.
  *
  * Scenarios (`--scenario a,b,c,d,e,w`, default all):
  *   a  50 connections, strict request/response (raw echo, lineserver, Node peer)
@@ -51,7 +53,13 @@ import {
   SERVER_CPU,
   SHARED_CPUS,
 } from "./machine.ts";
-import { CALIBRATION_ID, printReport, summarize } from "./report.ts";
+import {
+  CALIBRATION_FIRST_TRY_ID,
+  CALIBRATION_ID,
+  calibrationMet,
+  printReport,
+  summarize,
+} from "./report.ts";
 import {
   type IdleResult,
   type LoadResult,
@@ -257,7 +265,8 @@ const IDLE_SERVERS: ServerKind[] = [
  * default plan needs about 3.5 minutes and gets 9.
  */
 function budgetMs(rows: LoadScenario[], options: Options): number {
-  let seconds = 30;
+  // The rows, and the calibration once more should it miss the first time.
+  let seconds = 30 + rows[0].warmupS + rows[0].durationS + 10;
   for (const row of rows) {
     seconds += row.warmupS + row.durationS + 8 + row.connections / 500;
   }
@@ -300,16 +309,25 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
 
   const loads: LoadResult[] = [];
   for (const row of rows) {
-    const result = await runLoad(row, options);
+    let result = await runLoad(row, options);
+    if (row.id !== CALIBRATION_ID) {
+      loads.push(result);
+      continue;
+    }
+    const said = (r: LoadResult) =>
+      `max/median ${r.maxOverMedian.toFixed(2)} (<= 5), least-served/median ${
+        r.leastServedOverMedian.toFixed(3)
+      } (>= 0.9), other processes ${Math.round(r.otherCpu * 100)}% of a CPU`;
+    if (!result.failed && !result.skipped && !calibrationMet(result)) {
+      // Another process taking the generator's CPU for a moment is enough
+      // to miss; one more attempt tells that apart from an unfair generator.
+      progress(`calibration missed: ${said(result)}; repeating it once`);
+      loads.push({ ...result, id: CALIBRATION_FIRST_TRY_ID });
+      result = await runLoad(row, options);
+    }
     loads.push(result);
-    if (row.id === CALIBRATION_ID && !result.failed && !result.skipped) {
-      progress(
-        `calibration: max/median ${
-          result.maxOverMedian.toFixed(2)
-        } (<= 5), least-served/median ${
-          result.leastServedOverMedian.toFixed(3)
-        } (>= 0.9)`,
-      );
+    if (!result.failed && !result.skipped) {
+      progress(`calibration: ${said(result)}`);
     }
   }
   const idle: IdleResult[] = [];

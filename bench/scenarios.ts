@@ -56,6 +56,7 @@ import {
   CALC_WELCOME,
   type Exchange,
   expectedFrom,
+  fairnessPool,
   type Problems,
   quantile,
 } from "./traffic.ts";
@@ -420,7 +421,8 @@ export async function runIdle(
       tlsCa: started.tlsCa,
       connections,
       depth: 0,
-      pool: [{ request: "", reply: "" }],
+      // One line per connection when the server sends no welcome line.
+      pool: expectedFrom(speaks, fairnessPool()),
       welcome: speaks === "calc" ? CALC_WELCOME : null,
       workers: settings.clientWorkers,
     }, generators);

@@ -273,6 +273,7 @@ export class LineClient {
   #rest: Buffer | null = null;
   #waitingForWelcome: boolean;
   #onWelcome: () => void = () => {};
+  #onAllAnswered: (() => void) | undefined;
   /** Ring of requests in flight: pool index and time written (ms). */
   #index: Int32Array;
   #sentAt: Float64Array;
@@ -308,6 +309,14 @@ export class LineClient {
   /** When the oldest unanswered request was written (`performance.now()`), or undefined. */
   get oldestSentAt(): number | undefined {
     return this.#inflight > 0 ? this.#sentAt[this.#head] : undefined;
+  }
+
+  /** Sends one request and resolves once every request in flight is answered. */
+  probe(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#onAllAnswered = resolve;
+      this.send(1);
+    });
   }
 
   /** Writes the next `count` requests of the pool in one write (count < pool size). */
@@ -385,6 +394,10 @@ export class LineClient {
       }
       // Copied, so a large chunk is not kept alive for a few bytes.
       this.#rest = Buffer.from(bytes.subarray(at));
+    }
+    if (this.#inflight === 0 && this.#onAllAnswered) {
+      this.#onAllAnswered();
+      this.#onAllAnswered = undefined;
     }
     const room = this.keepInFlight - this.#inflight;
     if (room > 0 && !this.#waitingForWelcome) this.send(room);
