@@ -584,15 +584,22 @@ function text(summary: Summary): string {
       );
     }
   }
+  // Retransmitted segments alone can be probes of a full receive window;
+  // a retransmission timeout, a full listen queue or a full input backlog
+  // means a packet was lost and waited.
   const dropped = loads.filter((r) =>
     r.tcp &&
-    (r.tcp.RetransSegs + r.tcp.ListenOverflows + r.tcp.BacklogDrops) > 0
+    r.tcp.TCPTimeouts + r.tcp.ListenOverflows + r.tcp.BacklogDrops > 0
   );
   if (dropped.length > 0) {
     out.push(
-      `NOTE: TCP retransmissions or dropped packets during ${
-        dropped.map((r) => r.id).join(", ")
-      }: the kernel lost loopback packets (a full listen queue, or a burst of writes over a CPU's input backlog), and each lost one waited for a retransmission timeout of 200 ms or more; those rows' max and least-served figures include that wait`,
+      `NOTE: lost loopback packets during ${
+        dropped.map((r) =>
+          `${r.id} (${r.tcp!.TCPTimeouts} retransmission timeouts, ${
+            r.tcp!.ListenOverflows
+          } listen-queue overflows, ${r.tcp!.BacklogDrops} backlog drops)`
+        ).join(", ")
+      }: each lost packet waited 200 ms or more for its retransmission, and those rows' max and least-served figures include that wait`,
     );
   }
   const disturbed = loads.filter((r) => r.otherCpu > 0.1);
