@@ -279,8 +279,13 @@ export function summarize(measured: Measured, facts: RunFacts) {
 
   const failures = failuresOf(loads, idle);
   if (calibration.met === false) {
+    const other = usable(cal) && cal.otherCpu > 0.1
+      ? `; other processes used ${
+        pct(cal.otherCpu)
+      } of a CPU during it: rerun on a quiet machine`
+      : "";
     failures.push(
-      `calibration: the generator was not fair against the Node peer (max/median <= ${CALIBRATION.maxOverMedian} and least-served/median >= ${CALIBRATION.leastServedOverMedian} needed): the fairness figures are not trustworthy`,
+      `calibration: the generator was not fair against the Node peer (max/median <= ${CALIBRATION.maxOverMedian} and least-served/median >= ${CALIBRATION.leastServedOverMedian} needed): the fairness figures are not trustworthy${other}`,
     );
   }
 
