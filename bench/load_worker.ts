@@ -86,7 +86,7 @@ function openSocket(): net.Socket {
     : tls.connect({ ...where, ca: config.tlsCa });
 }
 
-/** Opens one connection and waits for its welcome line; false if it failed. */
+/** Opens one connection and waits until the server answers on it; false if it failed. */
 async function connectOne(ordinal: number): Promise<boolean> {
   const socket = openSocket();
   socket.setNoDelay(true);
