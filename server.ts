@@ -320,15 +320,10 @@ export async function main(args: string[]): Promise<number> {
       return EXIT_FAILURE;
     }
   }
-  announceListening(options, service.addr, workers);
-  if (admin !== undefined) {
-    const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
-    announceLogger.info(
-      `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
-      { address: adminAddress },
-    );
-  }
   let exitCode = 0;
+  // Listen for signals before announcing: a script that sends SIGTERM as
+  // soon as it reads `listening on` must get a drain, not the default
+  // action (killed, exit 143).
   using _signals = onShutdownSignals({
     graceful(signal) {
       serverLogger.info(
@@ -354,6 +349,14 @@ export async function main(args: string[]): Promise<number> {
       service.abort();
     },
   });
+  announceListening(options, service.addr, workers);
+  if (admin !== undefined) {
+    const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
+    announceLogger.info(
+      `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
+      { address: adminAddress },
+    );
+  }
   const summary = await service.finished;
   await admin?.shutdown();
   logSummary(summary);
