@@ -155,7 +155,7 @@ export class Connection implements LineConnection {
     this.#config.logger.info("connection opened {peer}", {
       peer: this.peerText,
     });
-    this.#config.idle?.start(this, this.#openedAt);
+    this.#config.idle?.start(this);
     try {
       this.#session = this.#protocol.createSession(this);
       if (this.#session.greeting !== undefined) {

@@ -74,8 +74,9 @@ export class TimeoutTracker<T> {
     return this.#startedAt.has(target);
   }
 
-  /** (Re)starts `target`'s clock at `now`. */
-  start(target: T, now: number = this.#clock.now()): void {
+  /** (Re)starts `target`'s clock now. */
+  start(target: T): void {
+    const now = this.#clock.now();
     this.#startedAt.delete(target);
     this.#startedAt.set(target, now);
     if (this.#timer === undefined) this.#arm(now + this.timeoutMs);
