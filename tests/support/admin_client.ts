@@ -89,6 +89,33 @@ export async function scrapeMetrics(port: number): Promise<Scrape> {
 }
 
 /**
+ * Scrapes `/metrics` every 25 ms until the value of `series` (written as the
+ * server writes it, e.g. `lineserver_errors_total{kind="reset"}`) satisfies
+ * `accept`, and returns that value; fails on timeout. The way to wait for
+ * the server to have done something that the wire does not show (read
+ * bytes, closed a connection) without guessing how long it takes.
+ */
+export async function waitForMetric(
+  port: number,
+  series: string,
+  accept: (value: number) => boolean,
+  timeoutMs = 10000,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last: number | undefined;
+  while (true) {
+    last = (await scrapeMetrics(port)).samples.get(series);
+    if (last !== undefined && accept(last)) return last;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `Timed out after ${timeoutMs} ms waiting on ${series}; last value: ${last}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/**
  * Polls `/healthz` every 25 ms until `accept(result)` holds; fails on timeout.
  * A refused connection counts as a result with status 0.
  */

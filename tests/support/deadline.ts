@@ -1,8 +1,13 @@
 /**
- * Time bounds for tests: nothing in the suite waits forever.
+ * Time bounds for tests: nothing in the suite waits forever. The bounded
+ * wait and the pause are the server's own (src/deadline.ts).
  *
  * @module
  */
+import { pause, settleWithin } from "../../src/deadline.ts";
+
+/** Resolves after `ms` milliseconds (the server's `pause`). */
+export { pause as delay };
 
 /** Rejects with a message naming `what` if `promise` has not settled within `ms`. */
 export async function withTimeout<T>(
@@ -10,23 +15,10 @@ export async function withTimeout<T>(
   ms: number,
   what: string,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${ms} ms: ${what}`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
+  if (!(await settleWithin(promise, ms))) {
+    throw new Error(`Timed out after ${ms} ms: ${what}`);
   }
-}
-
-/** Resolves after `ms` milliseconds. */
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return await promise;
 }
 
 /**
@@ -44,6 +36,6 @@ export async function waitFor(
     if (Date.now() > deadline) {
       throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
     }
-    await Promise.race(failure ? [delay(25), failure] : [delay(25)]);
+    await Promise.race(failure ? [pause(25), failure] : [pause(25)]);
   }
 }

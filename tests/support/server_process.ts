@@ -15,6 +15,8 @@ const PROJECT_ROOT = new URL("../..", import.meta.url).pathname;
 
 /** Matches the server's own listening line, not `admin listening on`. */
 const LISTENING = /(?<!admin )listening on (\[[^\]]+\]|[^\s:"]+):(\d+)\D/;
+/** Matches the admin endpoint's listening line (`--admin-port`): host and port. */
+export const ADMIN_LISTENING = /admin listening on (\S+):(\d+)/;
 
 export interface StartOptions {
   /** Extra `deno run` flags before the script, e.g. `--allow-read=cert.pem`. */
@@ -161,6 +163,11 @@ export class ServerProcess {
       }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
+  }
+
+  /** The admin endpoint's port (the server needs `--admin-port`), from its listening line. */
+  async adminPort(timeoutMs = 5000): Promise<number> {
+    return Number((await this.waitForStderr(ADMIN_LISTENING, timeoutMs))[2]);
   }
 
   /** Sends a signal to the process (only this process, by its PID). */
