@@ -1,26 +1,21 @@
 /**
- * Faults stay inside one connection (SPEC §5 "Dead peers", "Faults"): peers
- * that reset or vanish with replies pending, and a protocol session that
- * throws, end only their own connection; every other client, and new ones,
- * are served. In-process servers (mod.ts), so the sanitizers also check that
- * the server leaves no resource or op behind.
+ * Faults stay inside one connection ("Dead peers", "Faults"): peers that
+ * reset or vanish with replies pending, and a protocol session that throws,
+ * end only their own connection; every other client, and new ones, are
+ * served. In-process servers (mod.ts), so the sanitizers also check that the
+ * server leaves no resource or op behind. A freed slot is used once the
+ * server's metrics show it free, never after a guessed delay.
  */
 import assert from "node:assert/strict";
 import { type LineProtocol, type LineSession, startServer } from "../mod.ts";
-import { delay } from "./support/deadline.ts";
+import { ask, sum } from "./support/calc_replies.ts";
+import { delay, waitFor } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { ServerProcess } from "./support/server_process.ts";
-import { connectGreeted, connectWhenSlotFree } from "./support/hardening.ts";
+import { connectGreeted } from "./support/hardening.ts";
 
 const HOST = "127.0.0.1";
 const encoder = new TextEncoder();
-const sum = (n: number) => `Sum of input integers: '${n}'`;
-
-/** Sends `request` and asserts the reply line. */
-async function ask(client: LineClient, request: string, expected: string) {
-  await client.send(request);
-  assert.equal(await client.readLine(2000), expected);
-}
 
 /**
  * Connects, sends `requests` and closes at once without reading anything:
@@ -44,18 +39,16 @@ async function connectSendVanish(
   }
 }
 
-/** Serves `count` more clients at once (retrying while slots are freed). */
-async function serveMany(port: number, count: number): Promise<LineClient[]> {
-  const clients: LineClient[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      clients.push(await connectWhenSlotFree(port, { timeoutMs: 3000 }));
-    }
-    return clients;
-  } catch (error) {
-    for (const client of clients) client.close();
-    throw error;
-  }
+/** Waits until the in-process `server` serves exactly `count` connections. */
+async function activeBecomes(
+  server: { metrics: { connectionsActive: number } },
+  count: number,
+): Promise<void> {
+  await waitFor(
+    `${count} connections to be active`,
+    () => server.metrics.connectionsActive === count,
+    10000,
+  );
 }
 
 Deno.test("dead peers: clients that reset with replies pending end only their own task", async () => {
@@ -82,10 +75,12 @@ Deno.test("dead peers: clients that reset with replies pending end only their ow
       );
       // A client connected the whole time is answered after every round.
       await ask(steady, `${round},1\n`, sum(round + 1));
-      await delay(20);
     }
     // Every vanished client gave its slot back: the limit is reachable again.
-    clients.push(...await serveMany(port, maxConnections - 1));
+    await activeBecomes(server, 1);
+    for (let i = 1; i < maxConnections; i++) {
+      clients.push(await connectGreeted(port));
+    }
     for (const [i, client] of clients.entries()) {
       await ask(client, `${i},2\n`, sum(i + 2));
     }
@@ -113,7 +108,13 @@ Deno.test("dead peers: a reset is quiet (no warning, no stack trace); the proces
     } finally {
       client.close();
     }
-    await delay(200); // let the server log whatever it logs for the resets
+    // Whatever the server logs for a connection, it logs before the line
+    // that says it closed: once all 31 are there, nothing more is coming.
+    await waitFor(
+      "the server to log every connection closed",
+      () => server.stderr.match(/connection closed /g)?.length === 31,
+      10000,
+    );
     assert.equal(server.exited, undefined);
     assert.doesNotMatch(
       server.stderr,
@@ -185,14 +186,16 @@ Deno.test("faults: a session that throws closes only its connection", async () =
     await expectDropped(victim, "after a thrown error");
     await ask(bystander, "still here\n", "ok: still here");
 
-    const second = await connectWhenSlotFree(port, { greeting: "ready" });
+    await activeBecomes(server, 1);
+    const second = await connectGreeted(port, "ready");
     clients.push(second);
     await ask(second, "hello\n", "ok: hello");
     await second.send("async boom\n");
     await expectDropped(second, "after a rejected reply promise");
     await ask(bystander, "and here\n", "ok: and here");
 
-    const third = await connectWhenSlotFree(port, { greeting: "ready" });
+    await activeBecomes(server, 1);
+    const third = await connectGreeted(port, "ready");
     clients.push(third);
     await ask(third, "fine\n", "ok: fine");
   } finally {
@@ -220,7 +223,8 @@ Deno.test("faults: createSession throwing closes only that connection", async ()
       await expectDropped(failing, `session #${n}`);
     }
     await ask(bystander, "alive\n", "ok: alive");
-    const fourth = await connectWhenSlotFree(port, { greeting: "ready" });
+    await activeBecomes(server, 1);
+    const fourth = await connectGreeted(port, "ready");
     clients.push(fourth);
     await ask(fourth, "served\n", "ok: served");
   } finally {
