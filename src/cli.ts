@@ -201,9 +201,11 @@ function describeParseError(error: Error & { code?: string }): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseCli } from "./cli.ts";
- * parseCli(["--port", "0"]); // { kind: "run", options: { port: 0, ... } }
- * parseCli(["--port", "abc"]).kind; // "error"
+ * const run = parseCli(["--port", "0"]);
+ * assert.equal(run.kind === "run" && run.options.port, 0);
+ * assert.equal(parseCli(["--port", "abc"]).kind, "error");
  * ```
  */
 export function parseCli(args: string[]): CliRequest {

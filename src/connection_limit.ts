@@ -10,11 +10,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ConnectionLimit } from "./connection_limit.ts";
  * const limit = new ConnectionLimit(1);
- * limit.tryAcquire(); // true
- * limit.tryAcquire(); // false: the client is refused, it never takes a slot
+ * assert.equal(limit.tryAcquire(), true);
+ * // The next client is refused: it never takes a slot.
+ * assert.equal(limit.tryAcquire(), false);
+ * assert.equal(limit.active, 1);
  * limit.release();
+ * assert.equal(limit.tryAcquire(), true);
  * ```
  */
 export class ConnectionLimit {

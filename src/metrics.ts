@@ -85,10 +85,11 @@ export interface MetricsSnapshot {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ServerMetrics } from "./metrics.ts";
  * const metrics = new ServerMetrics();
  * metrics.linesTotal += 3;
- * metrics.render().includes("lineserver_lines_total 3"); // true
+ * assert.match(metrics.render(), /^lineserver_lines_total 3$/m);
  * ```
  */
 export class ServerMetrics {
