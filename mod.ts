@@ -31,6 +31,7 @@ export {
 } from "./src/line_server.ts";
 export {
   builtinProtocols,
+  type CalculatorMode,
   calculatorProtocol,
   CalculatorReplies,
   CalculatorSession,

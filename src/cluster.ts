@@ -39,7 +39,7 @@ export type FromWorker =
   | { type: "finished"; summary: ShutdownSummary }
   | { type: "metrics"; id: number; snapshot: MetricsSnapshot };
 
-/** Options of {@linkcode startWorkers}. */
+/** Options of {@linkcode WorkerPool.start}. */
 export interface WorkerPoolOptions {
   count: number;
   protocol: ProtocolName;

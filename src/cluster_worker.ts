@@ -32,9 +32,6 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         return;
       }
       try {
-        // The options include those ServerOptions does not declare yet
-        // (lineTimeoutMs, maxConnectionsPerIp, proxyProtocol; see
-        // PendingServerOptions in cluster.ts): they are passed on as they are.
         server = await startServer({ ...message.options, protocol });
       } catch (error) {
         send({

@@ -31,7 +31,15 @@ import { errorWithStack, plural } from "./logging.ts";
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
+  /** The protocol spoken on every connection. */
+  protocol: LineProtocol;
   maxLineBytes: number;
+  /** The reply to a line over the limit, CRLF included. */
+  tooLongReply: string;
+  /** Bound of lines waiting for a client (see `LineProtocol.maxQueuedBytes`). */
+  maxQueuedBytes: number;
+  /** Whether request lines are logged (debug level). */
+  logLines: boolean;
   /** Closes connections that received nothing for the idle timeout; absent when disabled. */
   idle: TimeoutTracker<Connection> | undefined;
   /** Closes connections whose line is unfinished after the line timeout; absent when disabled. */
@@ -45,6 +53,8 @@ export interface ConnectionConfig {
   lingerMs: number;
   /** True once the server is draining. */
   draining: () => boolean;
+  /** Called once when a connection has ended (its stream is closed). */
+  onEnd: (connection: Connection) => void;
   metrics: ServerMetrics;
   logger: Logger;
 }
@@ -70,6 +80,7 @@ const TIME_SLICE_MS = 2;
 const FINAL_FLUSH_MS = 1500;
 /** How long a forced close waits for its best-effort shutdown line. */
 const FORCED_LINE_WAIT_MS = 50;
+const encoder = new TextEncoder();
 /** Default bound of {@linkcode LineProtocol.maxQueuedBytes}. */
 export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 
@@ -81,20 +92,17 @@ type OwnedStream = Duplex & { [OWNER]: Connection };
 export class Connection implements LineConnection {
   readonly id: number;
   readonly peer: PeerAddress;
-  /** The peer as `HOST:PORT`, for logs. */
-  readonly peerText: string;
   readonly #stream: Duplex;
-  readonly #protocol: LineProtocol;
   readonly #config: ConnectionConfig;
-  readonly #decoder: LineDecoder;
-  readonly #tooLongReply: string;
-  readonly #maxQueuedBytes: number;
-  readonly #logLines: boolean;
+  /** Made at the first byte received: an idle connection needs none. */
+  #decoder: LineDecoder | undefined;
   readonly #openedAt = Date.now();
   #session: LineSession | undefined;
   #state: State = "open";
   #wait: Wait;
   #reading = false;
+  /** A `drain` listener is waiting for the client to read (attached only then). */
+  #awaitingDrain = false;
   /** Request lines framed and not yet answered, from index #next on. */
   #frames: Frame[] = [];
   #next = 0;
@@ -107,27 +115,24 @@ export class Connection implements LineConnection {
   #outcome: CloseReason = "peer_closed";
   #lines = 0;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  #resolveDone!: (reason: CloseReason) => void;
-  /** Resolves with the reason once the connection has ended. */
-  readonly done: Promise<CloseReason>;
 
+  // An idle connection should cost little more than its socket: settings
+  // shared by all live in the config, and the log text of the peer is made
+  // when a line is logged, not kept.
   constructor(
     stream: Duplex,
     config: ConnectionConfig,
-    options: { id: number; peer: PeerAddress; protocol: LineProtocol },
+    options: { id: number; peer: PeerAddress },
   ) {
     this.#stream = stream;
     this.#config = config;
     this.id = options.id;
     this.peer = options.peer;
-    this.peerText = formatAddr(options.peer);
-    this.#protocol = options.protocol;
-    this.#decoder = new LineDecoder(config.maxLineBytes);
-    this.#tooLongReply = ServerReplies.lineTooLong(config.maxLineBytes) + CRLF;
-    this.#maxQueuedBytes = options.protocol.maxQueuedBytes ??
-      DEFAULT_MAX_QUEUED_BYTES;
-    this.#logLines = config.logger.isEnabledFor("debug");
-    this.done = new Promise((resolve) => this.#resolveDone = resolve);
+  }
+
+  /** The peer as `HOST:PORT`, for logs. */
+  get peerText(): string {
+    return formatAddr(this.peer);
   }
 
   get closed(): boolean {
@@ -138,26 +143,25 @@ export class Connection implements LineConnection {
     return this.#config.draining();
   }
 
-  /** How the connection ended (final once {@linkcode done} has resolved). */
+  /** How the connection ended (final once `onEnd` has been called). */
   get outcome(): CloseReason {
     return this.#outcome;
   }
 
-  /** Starts serving; resolves with the reason once the connection has ended. Never rejects. */
-  run(): Promise<CloseReason> {
+  /** Starts serving; `config.onEnd` is called when the connection has ended. Never throws. */
+  run(): void {
     const stream = this.#stream;
     (stream as OwnedStream)[OWNER] = this;
     stream.on("data", Connection.#dataListener);
     stream.on("end", Connection.#endListener);
     stream.on("error", Connection.#errorListener);
     stream.on("close", Connection.#closeListener);
-    stream.on("drain", Connection.#drainListener);
     this.#config.logger.info("connection opened {peer}", {
       peer: this.peerText,
     });
     this.#config.idle?.start(this);
     try {
-      this.#session = this.#protocol.createSession(this);
+      this.#session = this.#config.protocol.createSession(this);
       if (this.#session.greeting !== undefined) {
         this.#out = this.#session.greeting + CRLF + this.#out;
       }
@@ -167,17 +171,16 @@ export class Connection implements LineConnection {
       this.#outcome = "fault";
       this.#state = "closing";
       this.#destroy();
-      return this.done;
+      return;
     }
     this.#pump();
-    return this.done;
   }
 
   send(...lines: string[]): boolean {
     if (this.#state !== "open") return false;
     for (const line of lines) this.#out += line + CRLF;
     const queued = this.#queuedBytes();
-    if (queued > this.#maxQueuedBytes) {
+    if (queued > this.#config.maxQueuedBytes) {
       this.#disconnectSlowConsumer(queued);
       return false;
     }
@@ -197,7 +200,7 @@ export class Connection implements LineConnection {
   #queuedBytes(): number {
     const buffered = this.#stream.writableLength;
     const atMost = this.#out.length * 3 + buffered;
-    if (atMost <= this.#maxQueuedBytes) return atMost;
+    if (atMost <= this.#config.maxQueuedBytes) return atMost;
     return Buffer.byteLength(this.#out, "utf8") + buffered;
   }
 
@@ -271,7 +274,9 @@ export class Connection implements LineConnection {
     (this as OwnedStream)[OWNER].#onClose();
   }
   static #drainListener(this: Duplex) {
-    (this as OwnedStream)[OWNER].#updateReading();
+    const connection = (this as OwnedStream)[OWNER];
+    connection.#awaitingDrain = false;
+    connection.#updateReading();
   }
 
   #onData(chunk: Uint8Array) {
@@ -280,12 +285,15 @@ export class Connection implements LineConnection {
     metrics.bytesReceived += chunk.length;
     // Any byte, even part of a line, restarts the idle clock.
     idle?.start(this);
+    const decoder = this.#decoder ??= new LineDecoder(
+      this.#config.maxLineBytes,
+    );
     const framed = this.#frames.length;
-    const wasInLine = this.#decoder.inLine;
-    this.#decoder.push(chunk, this.#frames);
+    const wasInLine = decoder.inLine;
+    decoder.push(chunk, this.#frames);
     if (line !== undefined) {
       // The line clock starts with the first byte of a line and stops at its LF.
-      if (!this.#decoder.inLine) line.stop(this);
+      if (!decoder.inLine) line.stop(this);
       else if (!wasInLine || this.#frames.length > framed) line.start(this);
     }
     this.#pump();
@@ -295,7 +303,7 @@ export class Connection implements LineConnection {
     if (this.#state !== "open") return;
     this.#peerEnded = true;
     this.#config.line?.stop(this);
-    this.#decoder.finish(this.#frames);
+    this.#decoder?.finish(this.#frames);
     this.#pump();
   }
 
@@ -327,11 +335,11 @@ export class Connection implements LineConnection {
         const frame = frames[this.#next++];
         if (frame === LINE_TOO_LONG) {
           this.#config.metrics.errors.line_too_long++;
-          this.#out += this.#tooLongReply;
+          this.#out += this.#config.tooLongReply;
           this.#answered();
           continue;
         }
-        if (this.#logLines) {
+        if (this.#config.logLines) {
           this.#config.logger.debug("line from {peer}: {line}", {
             peer: this.peerText,
             line: frame,
@@ -376,7 +384,7 @@ export class Connection implements LineConnection {
 
   #atLineBoundary(): boolean {
     return this.#wait === undefined && this.#next >= this.#frames.length &&
-      !this.#decoder.hasPartialLine;
+      !this.#decoder?.hasPartialLine;
   }
 
   #queueReply(reply: Reply) {
@@ -404,7 +412,7 @@ export class Connection implements LineConnection {
       if (this.#state !== "open") return;
       this.#wait = undefined;
       this.#config.idle?.start(this);
-      if (this.#decoder.inLine) this.#config.line?.start(this);
+      if (this.#decoder?.inLine) this.#config.line?.start(this);
       this.#queueReply(value);
       if (this.#state !== "open") return;
       if (this.#session!.ended) return this.#beginClosing("quit");
@@ -429,9 +437,13 @@ export class Connection implements LineConnection {
 
   /** Reads while open and nothing waits; while closing, reads to drop input. */
   #updateReading() {
+    const needDrain = this.#stream.writableNeedDrain;
+    if (needDrain && !this.#awaitingDrain) {
+      this.#awaitingDrain = true;
+      this.#stream.once("drain", Connection.#drainListener);
+    }
     const read = this.#state === "closing" ||
-      (this.#state === "open" && this.#wait === undefined &&
-        !this.#stream.writableNeedDrain);
+      (this.#state === "open" && this.#wait === undefined && !needDrain);
     if (read === this.#reading) return;
     this.#reading = read;
     if (read) this.#stream.resume();
@@ -445,7 +457,8 @@ export class Connection implements LineConnection {
 
   #flush() {
     if (this.#out === "") return;
-    const bytes = Buffer.from(this.#out, "utf8");
+    // One encoding call (Buffer.from would measure the string first).
+    const bytes = encoder.encode(this.#out);
     this.#out = "";
     this.#config.metrics.bytesSent += bytes.length;
     this.#stream.write(bytes);
@@ -536,6 +549,6 @@ export class Connection implements LineConnection {
         error: errorWithStack(error),
       });
     }
-    this.#resolveDone(this.#outcome);
+    this.#config.onEnd(this);
   }
 }

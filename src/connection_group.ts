@@ -74,6 +74,7 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
     }
   }
 
+  /** The open members, as they are now (closing one meanwhile is safe). */
   *[Symbol.iterator](): Iterator<C> {
     this.#prune();
     yield* [...this.#members];

@@ -27,7 +27,7 @@ const RETAINED_PARTIAL_BYTES = 1024;
 
 /**
  * The index after the last character of `text[from..end)` that is not
- * trailing whitespace: space, tab, CR, VT or FF (the SPEC's set). LF cannot
+ * trailing whitespace: space, tab, CR, VT or FF (the framing's set). LF cannot
  * occur inside a framed line, so the 9..13 range is exactly that set.
  */
 function contentEnd(text: string, from: number, end: number): number {
@@ -74,6 +74,7 @@ export class LineDecoder {
   /** True while dropping the rest of a line already answered as too long. */
   #discarding = false;
 
+  /** Throws a `RangeError` unless `maxLineBytes` is a positive integer. */
   constructor(maxLineBytes: number) {
     if (!Number.isSafeInteger(maxLineBytes) || maxLineBytes < 1) {
       throw new RangeError(`Cannot use line limit: received ${maxLineBytes}`);

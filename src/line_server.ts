@@ -12,7 +12,11 @@ import type { Duplex } from "node:stream";
 import { getLogger, type Logger } from "@logtape/logtape";
 import type { LineProtocol, PeerAddress } from "./session.ts";
 import { calculatorProtocol } from "./calculator.ts";
-import { Connection, type ConnectionConfig } from "./connection.ts";
+import {
+  Connection,
+  type ConnectionConfig,
+  DEFAULT_MAX_QUEUED_BYTES,
+} from "./connection.ts";
 import { ConnectionLimit } from "./connection_limit.ts";
 import { AddressLimit } from "./address_limit.ts";
 import { setUpConnection, socketPeer } from "./connection_setup.ts";
@@ -51,7 +55,15 @@ export interface ServerOptions {
   tls?: { cert: string; key: string };
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). Default false. */
   reusePort?: boolean;
-  /** Where connection events are logged. Default: LogTape category `lineserver`. */
+  /**
+   * A LogTape `Logger` for connection events. Default: the LogTape category
+   * `lineserver`. Nothing is logged until the program configures LogTape.
+   *
+   * (Left out of the generated API docs: the doc linter of Deno 2.9 counts
+   * a type from another package as private.)
+   *
+   * @ignore
+   */
   logger?: Logger;
   /** Counters to update. Default: a fresh {@linkcode ServerMetrics}. */
   metrics?: ServerMetrics;
@@ -90,12 +102,8 @@ type Settings =
     metrics: ServerMetrics;
   };
 
-/** A slot taken for one client, given back once with {@linkcode release}. */
-interface Admission {
-  /** The connection's number (see `LineConnection.id`). */
-  id: number;
-  release(): void;
-}
+/** Why a client is turned away. */
+type Refusal = "refused_per_ip" | "refused_busy";
 
 /** A running line server. Create it with {@linkcode startServer}. */
 export class LineServer {
@@ -112,10 +120,16 @@ export class LineServer {
   readonly #config: ConnectionConfig;
   readonly #limit: ConnectionLimit;
   readonly #perAddress: AddressLimit | undefined;
-  /** One task per accepted socket, from accept to close; each removes itself. */
-  readonly #tasks = new Set<Promise<void>>();
-  /** Admitted connections being served. */
+  /**
+   * The connection tasks: every admitted connection being served, until it
+   * ends. (A connection is its own task: a suspended async function per
+   * connection would cost an idle connection a quarter of its memory.)
+   */
   readonly #connections = new Set<Connection>();
+  /** Accepted sockets not yet admitted or refused, and refusals in progress. */
+  readonly #preludes = new Set<Promise<void>>();
+  /** Called when the last task ends, while a drain waits for that. */
+  #onAllEnded: (() => void) | undefined;
   /** Sockets still in their PROXY header or TLS handshake. */
   readonly #settingUp = new Set<net.Socket>();
   /** Aborted by {@linkcode abort}: cuts a drain short. */
@@ -137,7 +151,12 @@ export class LineServer {
       ? new AddressLimit(settings.maxConnectionsPerIp)
       : undefined;
     this.#config = {
+      protocol: settings.protocol,
       maxLineBytes: settings.maxLineBytes,
+      tooLongReply: ServerReplies.lineTooLong(settings.maxLineBytes) + "\r\n",
+      maxQueuedBytes: settings.protocol.maxQueuedBytes ??
+        DEFAULT_MAX_QUEUED_BYTES,
+      logLines: settings.logger.isEnabledFor("debug"),
       idle: settings.idleTimeoutMs > 0
         ? new TimeoutTracker<Connection>(
           settings.idleTimeoutMs,
@@ -152,6 +171,7 @@ export class LineServer {
         : undefined,
       lingerMs: LINGER_MS,
       draining: () => this.draining,
+      onEnd: (connection) => this.#ended(connection),
       metrics: settings.metrics,
       logger: settings.logger,
     };
@@ -185,6 +205,7 @@ export class LineServer {
     return this.shutdown();
   }
 
+  /** Shuts down gracefully, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
@@ -192,118 +213,159 @@ export class LineServer {
   /** The listener loop: accept and hand off, nothing else. */
   async #accept(): Promise<void> {
     for await (const socket of this.#listener) {
-      const task = this.#serve(socket).catch((error) => {
+      try {
+        this.#handOff(socket);
+      } catch (error) {
         // Nothing about one connection may end the accept loop.
-        this.#settings.logger.error("connection task failed: {error}", {
+        this.#settings.logger.error("cannot start a connection: {error}", {
           error: errorWithStack(error),
         });
         socket.destroy();
-      }).finally(() => this.#tasks.delete(task));
-      this.#tasks.add(task);
-    }
-  }
-
-  /** One accepted socket from accept to close: set up, admit, serve or refuse. */
-  async #serve(socket: net.Socket): Promise<void> {
-    // An error with no listener would end the process; the stream's owner
-    // (setup, a Connection, a refusal) reacts to it with its own listener.
-    socket.on("error", ignore);
-    // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true);
-    const { metrics, logger } = this.#settings;
-    let stream: Duplex = socket;
-    let peer = socketPeer(socket);
-    if (this.#settings.proxyProtocol || this.#settings.tls !== undefined) {
-      this.#settingUp.add(socket);
-      const setup = await setUpConnection(socket, {
-        proxyHeaderTimeoutMs: this.#settings.proxyProtocol
-          ? PROXY_HEADER_TIMEOUT_MS
-          : undefined,
-        tls: this.#settings.tls,
-        handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-      }).finally(() => this.#settingUp.delete(socket));
-      if (!setup.ok) {
-        if (setup.failure === "reset") {
-          metrics.errors.reset++;
-          metrics.connectionsClosed.reset++;
-          return;
-        }
-        metrics.errors[setup.failure]++;
-        metrics.connectionsClosed[setup.failure]++;
-        const details = {
-          peer: formatAddr(setup.socketPeer),
-          reason: setup.reason,
-        };
-        if (setup.failure === "proxy_header_invalid") {
-          logger.warn(
-            "closing {peer}: invalid PROXY header: {reason}",
-            details,
-          );
-        } else {
-          logger.debug("TLS handshake with {peer} failed: {reason}", details);
-        }
-        return;
       }
-      stream = setup.stream;
-      peer = setup.peer;
-      if (this.draining) return void stream.destroy();
-    }
-    const admission = await this.#admit(peer);
-    if (typeof admission === "string") {
-      return await this.#refuse(stream, peer, admission);
-    }
-    const connection = new Connection(stream, this.#config, {
-      id: admission.id,
-      peer,
-      protocol: this.protocol,
-    });
-    this.#connections.add(connection);
-    try {
-      await connection.run();
-    } finally {
-      this.#connections.delete(connection);
-      admission.release();
     }
   }
 
   /**
-   * Admission, decided here only: the per-address limit first, then a slot
-   * of the server's limit. A client that finds the server full is looked at
-   * once more after a short grace: a client that just disconnected may free
-   * its slot in the same event-loop turn in which the next one is accepted,
-   * and that one should not be turned away. A refused client holds nothing.
+   * One accepted socket: set up (PROXY header, TLS) when configured, then
+   * admitted and served, or refused. Plain TCP with a free slot, the common
+   * case, is admitted and served at once.
    */
-  async #admit(
-    peer: PeerAddress,
-  ): Promise<Admission | "refused_per_ip" | "refused_busy"> {
+  #handOff(socket: net.Socket) {
+    // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+    if (this.#settings.proxyProtocol || this.#settings.tls !== undefined) {
+      return this.#track(this.#setUpThenAdmit(socket));
+    }
+    const peer = socketPeer(socket);
+    const admission = this.#tryAdmit(peer);
+    if (admission === "full") {
+      return this.#track(this.#admitAfterGrace(socket, peer));
+    }
+    if (typeof admission === "string") {
+      return this.#track(this.#refuse(socket, peer, admission));
+    }
+    this.#serve(socket, peer, admission);
+  }
+
+  /** Keeps a prelude (setup, grace, refusal) in view until it is over. */
+  #track(prelude: Promise<void>) {
+    this.#preludes.add(prelude);
+    prelude.finally(() => {
+      this.#preludes.delete(prelude);
+      this.#checkAllEnded();
+    });
+  }
+
+  async #setUpThenAdmit(socket: net.Socket): Promise<void> {
+    // An error with no listener would end the process; every later owner
+    // of the stream reacts to errors with its own listener.
+    socket.on("error", ignore);
+    const { metrics, logger } = this.#settings;
+    this.#settingUp.add(socket);
+    const setup = await setUpConnection(socket, {
+      proxyHeaderTimeoutMs: this.#settings.proxyProtocol
+        ? PROXY_HEADER_TIMEOUT_MS
+        : undefined,
+      tls: this.#settings.tls,
+      handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+    }).finally(() => this.#settingUp.delete(socket));
+    if (!setup.ok) {
+      if (setup.failure === "reset") {
+        metrics.errors.reset++;
+        metrics.connectionsClosed.reset++;
+        return;
+      }
+      metrics.errors[setup.failure]++;
+      metrics.connectionsClosed[setup.failure]++;
+      const details = {
+        peer: formatAddr(setup.socketPeer),
+        reason: setup.reason,
+      };
+      if (setup.failure === "proxy_header_invalid") {
+        logger.warn("closing {peer}: invalid PROXY header: {reason}", details);
+      } else {
+        logger.debug("TLS handshake with {peer} failed: {reason}", details);
+      }
+      return;
+    }
+    const { stream, peer } = setup;
+    if (this.draining) return void stream.destroy();
+    const admission = this.#tryAdmit(peer);
+    if (admission === "full") return this.#admitAfterGrace(stream, peer);
+    if (typeof admission === "string") {
+      return this.#refuse(stream, peer, admission);
+    }
+    this.#serve(stream, peer, admission);
+  }
+
+  /**
+   * Admission, decided here only: the per-address limit first, then a slot
+   * of the server's limit. Returns the new connection's number, a refusal,
+   * or `full` when the server has no free slot right now. A refused client
+   * holds nothing.
+   */
+  #tryAdmit(peer: PeerAddress): number | Refusal | "full" {
     const perAddress = this.#perAddress;
     if (perAddress !== undefined && !perAddress.tryAcquire(peer.hostname)) {
       return "refused_per_ip";
     }
     if (!this.#limit.tryAcquire()) {
-      await pause(ADMISSION_GRACE_MS);
-      if (!this.#limit.tryAcquire()) {
-        perAddress?.release(peer.hostname);
-        return "refused_busy";
-      }
+      perAddress?.release(peer.hostname);
+      return "full";
     }
     this.metrics.connectionsActive++;
-    return {
-      id: ++this.#served,
-      release: () => {
-        this.#limit.release();
-        perAddress?.release(peer.hostname);
-        this.metrics.connectionsActive--;
-      },
-    };
+    return ++this.#served;
+  }
+
+  /**
+   * A client that finds the server full is looked at once more after a
+   * short grace: a client that just disconnected may free its slot in the
+   * same event-loop turn in which the next one is accepted, and that one
+   * should not be turned away.
+   */
+  async #admitAfterGrace(stream: Duplex, peer: PeerAddress): Promise<void> {
+    stream.on("error", ignore);
+    await pause(ADMISSION_GRACE_MS);
+    if (this.draining) return void stream.destroy();
+    const admission = this.#tryAdmit(peer);
+    if (typeof admission === "number") {
+      return this.#serve(stream, peer, admission);
+    }
+    await this.#refuse(
+      stream,
+      peer,
+      admission === "full" ? "refused_busy" : admission,
+    );
+  }
+
+  /** Starts the connection task; its slot is given back in {@linkcode #ended}. */
+  #serve(stream: Duplex, peer: PeerAddress, id: number) {
+    const connection = new Connection(stream, this.#config, { id, peer });
+    this.#connections.add(connection);
+    connection.run();
+  }
+
+  /** A connection task has ended: its slots are free. */
+  #ended(connection: Connection) {
+    this.#connections.delete(connection);
+    this.#limit.release();
+    this.#perAddress?.release(connection.peer.hostname);
+    this.metrics.connectionsActive--;
+    this.#checkAllEnded();
+  }
+
+  #checkAllEnded() {
+    if (this.#connections.size === 0 && this.#preludes.size === 0) {
+      this.#onAllEnded?.();
+    }
   }
 
   /** Sends the refusal as the first and only line, then closes. */
   async #refuse(
     stream: Duplex,
     peer: PeerAddress,
-    outcome: "refused_per_ip" | "refused_busy",
+    outcome: Refusal,
   ): Promise<void> {
     const { metrics, logger } = this.#settings;
     metrics.errors[outcome]++;
@@ -357,10 +419,20 @@ export class LineServer {
 
   /** Step 3: true when every task ended before `timeoutMs` (or abort). */
   #waitForConnections(timeoutMs: number): Promise<boolean> {
-    const allDone = (async () => {
-      while (this.#tasks.size > 0) await Promise.allSettled(this.#tasks);
-    })();
-    return settleWithin(allDone, timeoutMs, this.#abortDrain.signal);
+    return settleWithin(this.#allEnded(), timeoutMs, this.#abortDrain.signal);
+  }
+
+  /** Resolves once no connection task and no prelude is left. */
+  #allEnded(): Promise<void> {
+    if (this.#connections.size === 0 && this.#preludes.size === 0) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.#onAllEnded = () => {
+        this.#onAllEnded = undefined;
+        resolve();
+      };
+    });
   }
 
   /** Step 4: whatever is still open is closed by force. */
@@ -369,7 +441,7 @@ export class LineServer {
     for (const connection of this.#connections) connection.forceClose();
     // Closed streams end their tasks at once; the bound only guarantees
     // that a shutdown never hangs, whatever a transport does.
-    await settleWithin(Promise.allSettled(this.#tasks), FORCED_CLOSE_GRACE_MS);
+    await settleWithin(this.#allEnded(), FORCED_CLOSE_GRACE_MS);
   }
 }
 

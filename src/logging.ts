@@ -20,6 +20,7 @@ export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
 /** The `--log-format` choices. */
 export const LOG_FORMATS = ["text", "json"] as const;
 
+/** How log lines are written: `text` (one readable line) or `json` (one object per line). */
 export type LogFormat = typeof LOG_FORMATS[number];
 
 /** The server's own events. */
@@ -103,7 +104,8 @@ function writeStderr(text: string) {
 }
 
 /**
- * Routes the `lineserver` loggers to stderr at `level` in `format`.
+ * Routes the `lineserver` loggers to stderr at `level` in `format`, as the
+ * command does. It replaces the process's whole LogTape configuration.
  *
  * @example
  * ```ts ignore

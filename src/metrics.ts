@@ -69,13 +69,21 @@ const ERROR_KINDS: readonly ErrorKind[] = [
 
 /** The values of a {@linkcode ServerMetrics}, as plain data. */
 export interface MetricsSnapshot {
+  /** `lineserver_connections_active`: connections holding a slot. */
   connectionsActive: number;
+  /** `lineserver_lines_total`: request lines answered. */
   linesTotal: number;
+  /** `lineserver_bytes_received_total`: bytes read from clients. */
   bytesReceived: number;
+  /** `lineserver_bytes_sent_total`: bytes written to clients. */
   bytesSent: number;
+  /** `lineserver_draining`: 1 from the start of a shutdown on, else 0. */
   draining: number;
+  /** `lineserver_connections_total`, by outcome. */
   connectionsClosed: Record<ConnectionOutcome, number>;
+  /** `lineserver_errors_total`, by kind. */
   errors: Record<ErrorKind, number>;
+  /** `lineserver_accept_errors_total`, by kind. */
   acceptErrors: Record<AcceptErrorKind, number>;
 }
 
@@ -97,13 +105,17 @@ export class ServerMetrics {
   connectionsActive = 0;
   /** Request lines answered (too-long lines included). */
   linesTotal = 0;
+  /** Bytes read from clients (as decrypted under TLS; a PROXY header not counted). */
   bytesReceived = 0;
+  /** Bytes written to clients (before TLS): greetings, replies, pushed lines, refusals. */
   bytesSent = 0;
   /** 1 from the first shutdown signal on. */
   draining = 0;
+  /** Connections ended, by how they ended (refused clients included). */
   readonly connectionsClosed: Record<ConnectionOutcome, number> = zeroed(
     OUTCOMES,
   );
+  /** Errors, by kind. */
   readonly errors: Record<ErrorKind, number> = zeroed(ERROR_KINDS);
   /** Failed accepts: a client that reset before it was taken, or exhaustion. */
   readonly acceptErrors: Record<AcceptErrorKind, number> = zeroed(

@@ -42,6 +42,7 @@ export type Reply = string | readonly string[] | undefined | void;
 export interface PeerAddress {
   /** The client's IP address (from the PROXY header when there is one). */
   readonly hostname: string;
+  /** The client's port (from the PROXY header when there is one). */
   readonly port: number;
 }
 

@@ -22,7 +22,7 @@ export interface ListenAddress {
   port: number;
 }
 
-/** Options of {@linkcode listenTcp}. */
+/** Options of {@linkcode TcpListener.listen}. */
 export interface ListenOptions extends ListenAddress {
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). */
   reusePort?: boolean;

@@ -9,7 +9,7 @@ import {
   type LineSession,
   startServer,
 } from "../mod.ts";
-import { delay } from "./support/deadline.ts";
+import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { withServer } from "./support/socket_harness.ts";
 
@@ -181,4 +181,147 @@ Deno.test("embedding: shutdown reports what it served", async () => {
     Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }),
     Deno.errors.ConnectionRefused,
   );
+});
+
+// ---------------------------------------------------------------------------
+// The README's embedding example, run from a project outside this repository,
+// exactly as the README gives it (only the path to the clone differs).
+
+/** This repository's root, without the trailing slash. */
+const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** The README's `deno.json` and `main.ts` for an embedding project. */
+async function readmeEmbeddingExample(): Promise<
+  { denoJson: string; mainTs: string }
+> {
+  const readme = await Deno.readTextFile(`${REPO_ROOT}/README.md`);
+  const section = readme.split(/^## Embedding$/m)[1]?.split(/^## /m)[0];
+  assert.ok(section, "README.md has no Embedding section");
+  const json = section.match(/^```json\n([\s\S]*?)^```$/m)?.[1];
+  const ts = section.match(/^```ts(?: ignore)?\n([\s\S]*?)^```$/m)?.[1];
+  assert.ok(json && ts, "the Embedding section has a json and a ts block");
+  return { denoJson: json, mainTs: ts };
+}
+
+/**
+ * Writes `files` into a new directory outside the repository, runs
+ * `deno run --allow-net main.ts` there, talks to the server it prints, stops
+ * it with SIGTERM, and returns what it printed.
+ */
+async function runOutsideRepo(
+  files: Record<string, string>,
+): Promise<{ output: string; code: number }> {
+  const dir = await Deno.makeTempDir({ prefix: "lineserver-embed-" });
+  assert.ok(
+    !dir.startsWith(`${REPO_ROOT}/`),
+    "the project is outside the repo",
+  );
+  try {
+    for (const [name, text] of Object.entries(files)) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
+    const child = new Deno.Command("deno", {
+      args: ["run", "--check", "--allow-net", "main.ts"],
+      cwd: dir,
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let output = "";
+    const collect = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+        output += text;
+      }
+    };
+    const collected = Promise.all([
+      collect(child.stdout),
+      collect(child.stderr),
+    ]);
+    try {
+      const listening = /listening on 127\.0\.0\.1:(\d+)\n/;
+      await withTimeout(
+        (async () => {
+          while (!listening.test(output)) {
+            if (await Promise.race([child.status, delay(25)])) {
+              throw new Error(`main.ts exited before listening:\n${output}`);
+            }
+          }
+        })(),
+        60_000,
+        "the embedding project to start (first run type-checks)",
+      );
+      const port = Number(output.match(listening)![1]);
+      {
+        using client = await LineClient.connect(port);
+        assert.equal(
+          await client.readLine(),
+          "hello, I shout back (bye to leave)",
+        );
+        await client.send("hello from outside\r\n");
+        assert.equal(await client.readLine(), "HELLO FROM OUTSIDE");
+        await client.send("bye\n");
+        assert.equal(await client.readToEnd(), "bye!\r\n");
+      }
+      // The close is logged once the client's side has closed too.
+      await waitFor(
+        "the connection's close to be logged",
+        () => output.includes("connection closed"),
+        5000,
+      );
+      child.kill("SIGTERM");
+      const status = await withTimeout(child.status, 10_000, "main.ts to exit");
+      await collected;
+      return { output, code: status.code };
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+      await collected;
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** What every run of the example must print: the events and the summary. */
+function assertServedAndLogged(run: { output: string; code: number }) {
+  assert.equal(run.code, 0, run.output);
+  assert.match(run.output, /INF lineserver connection opened "?127\.0\.0\.1:/);
+  assert.match(run.output, /connection closed .*2 lines.*quit/);
+  assert.match(
+    run.output,
+    /stopped: \{ served: 1, closedGracefully: 0, closedByForce: 0 \}/,
+  );
+}
+
+Deno.test("embedding: the README example runs in a project of its own, serves a client and logs", async () => {
+  const { denoJson, mainTs } = await readmeEmbeddingExample();
+  // The README's clone is ../lineserver; here it is this repository.
+  assert.match(denoJson, /"links": \["\.\.\/lineserver"\]/);
+  const run = await runOutsideRepo({
+    "deno.json": denoJson.replace('"../lineserver"', `"${REPO_ROOT}"`),
+    "main.ts": mainTs,
+  });
+  assertServedAndLogged(run);
+});
+
+Deno.test("embedding: importing mod.ts by path works with the README's import of LogTape", async () => {
+  const { denoJson, mainTs } = await readmeEmbeddingExample();
+  const config = JSON.parse(denoJson);
+  delete config.links;
+  delete config.imports["@lineserver/lineserver"];
+  const byPath = mainTs.replace(
+    `from "@lineserver/lineserver"`,
+    `from "${REPO_ROOT}/mod.ts"`,
+  );
+  assert.notEqual(byPath, mainTs);
+  const run = await runOutsideRepo({
+    "deno.json": JSON.stringify(config, null, 2),
+    "main.ts": byPath,
+  });
+  assertServedAndLogged(run);
 });

@@ -33,7 +33,7 @@ async function dryRunFiles(): Promise<string[]> {
   );
 }
 
-Deno.test("publish: only the library, the command, LICENSE, README.md and deno.json ship", async () => {
+Deno.test("publish: only the library, the command, its docs, LICENSE, README.md and deno.json ship", async () => {
   const files = await dryRunFiles();
   for (
     const expected of [
@@ -47,12 +47,13 @@ Deno.test("publish: only the library, the command, LICENSE, README.md and deno.j
       "src/cli.ts",
       "src/cluster_worker.ts",
       "src/line_server.ts",
+      "docs/protocol.md",
     ]
   ) {
     assert.ok(files.includes(expected), `${expected} not in ${files}`);
   }
   const stray = files.filter((file) =>
-    !/^(mod|protocol|server|signals)\.ts$|^src\/|^(LICENSE|README\.md|deno\.json)$/
+    !/^(mod|protocol|server|signals)\.ts$|^src\/|^docs\/[a-z-]+\.md$|^(LICENSE|README\.md|deno\.json)$/
       .test(file)
   );
   assert.deepEqual(stray, [], "files that should not ship");
