@@ -8,11 +8,16 @@ import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
 import { setImmediate } from "node:timers";
 import { getLogger } from "@logtape/logtape";
-import { Connection, type ConnectionConfig } from "../src/connection.ts";
+import {
+  Connection,
+  type ConnectionConfig,
+  DEFAULT_MAX_QUEUED_BYTES,
+} from "../src/connection.ts";
 import { ServerMetrics } from "../src/metrics.ts";
 import { TimeoutTracker } from "../src/timeout_tracker.ts";
 import {
   calculatorProtocol,
+  type CloseReason,
   echoProtocol,
   type LineProtocol,
   ServerReplies,
@@ -80,6 +85,8 @@ async function until(what: string, condition: () => boolean): Promise<void> {
 
 interface Setup {
   connection: Connection;
+  /** Resolves with the outcome once the connection has ended. */
+  ended: Promise<CloseReason>;
   client: Client;
   /** The server's end of the stream. */
   stream: Duplex;
@@ -111,25 +118,35 @@ async function withConnection(
   let draining = false;
   const tracker = (ms: number | undefined, expire: (c: Connection) => void) =>
     ms === undefined ? undefined : new TimeoutTracker(ms, expire, clock);
+  const maxLineBytes = options.maxLineBytes ?? 64;
+  let onEnd!: (connection: Connection) => void;
+  const ended = new Promise<CloseReason>((resolve) =>
+    onEnd = (connection) => resolve(connection.outcome)
+  );
   const config: ConnectionConfig = {
-    maxLineBytes: options.maxLineBytes ?? 64,
+    protocol: options.protocol ?? calculatorProtocol,
+    maxLineBytes,
+    tooLongReply: ServerReplies.lineTooLong(maxLineBytes) + CRLF,
+    maxQueuedBytes: DEFAULT_MAX_QUEUED_BYTES,
+    logLines: false,
     idle: tracker(options.idleTimeoutMs, (c) => c.onIdleTimeout()),
     line: tracker(options.lineTimeoutMs, (c) => c.onLineTimeout()),
     lingerMs: 0,
     draining: () => draining,
+    onEnd,
     metrics,
     logger: getLogger(["lineserver", "connection_test"]),
   };
   const connection = new Connection(stream, config, {
     id: 1,
     peer: { hostname: "192.0.2.1", port: 40000 },
-    protocol: options.protocol ?? calculatorProtocol,
   });
   const client = new Client(clientEnd);
-  const done = connection.run();
+  connection.run();
   try {
     await body({
       connection,
+      ended,
       client,
       stream,
       metrics,
@@ -139,7 +156,7 @@ async function withConnection(
   } finally {
     clientEnd.resume();
     clientEnd.end();
-    await withTimeout(done, 5000, "the connection to end");
+    await withTimeout(ended, 5000, "the connection to end");
     clientEnd.destroy();
   }
 }
@@ -197,23 +214,23 @@ Deno.test("connection: an over-long line is answered once in its place; the conn
 
 Deno.test("connection: after a half-close the unterminated last line is answered, then FIN", async () => {
   for (const [fragment, reply] of [["1,2", sum(3)], [" \t", NOT_INTEGERS]]) {
-    await withConnection({}, async ({ client, connection, metrics }) => {
+    await withConnection({}, async ({ client, ended, metrics }) => {
       client.send(fragment);
       client.stream.end();
       await until("the server's FIN", () => client.ended);
       assert.deepEqual(client.lines, [WELCOME, reply]);
-      assert.equal(await connection.done, "peer_closed");
+      assert.equal(await ended, "peer_closed");
       assert.equal(metrics.connectionsClosed.peer_closed, 1);
     });
   }
 });
 
 Deno.test("connection: quit is answered, then FIN; what follows it is not read", async () => {
-  await withConnection({}, async ({ client, connection, metrics }) => {
+  await withConnection({}, async ({ client, ended, metrics }) => {
     client.send("1,2\nquit\n3,4\n");
     await until("the server's FIN", () => client.ended);
     assert.deepEqual(client.lines, [WELCOME, sum(3), BYE]);
-    assert.equal(await connection.done, "quit");
+    assert.equal(await ended, "quit");
     assert.equal(metrics.linesTotal, 2);
   });
 });
@@ -256,9 +273,9 @@ Deno.test("connection: a reset ends the connection as reset, and the session hea
   };
   await withConnection(
     { protocol },
-    async ({ connection, stream, metrics }) => {
+    async ({ ended, metrics, stream }) => {
       stream.destroy(Object.assign(new Error("reset"), { code: "ECONNRESET" }));
-      assert.equal(await connection.done, "reset");
+      assert.equal(await ended, "reset");
       assert.deepEqual(heard, ["reset"]);
       assert.equal(metrics.errors.reset, 1);
       assert.equal(metrics.connectionsClosed.reset, 1);
@@ -269,7 +286,7 @@ Deno.test("connection: a reset ends the connection as reset, and the session hea
 Deno.test("connection: the idle timeout counts from the last byte received, even inside a line", async () => {
   await withConnection(
     { idleTimeoutMs: 1000 },
-    async ({ client, clock, connection, metrics }) => {
+    async ({ client, clock, connection, ended, metrics }) => {
       clock.advance(999);
       client.send("1");
       await until("the byte to be read", () => metrics.bytesReceived === 1);
@@ -278,7 +295,7 @@ Deno.test("connection: the idle timeout counts from the last byte received, even
       clock.advance(1);
       await until("the server's FIN", () => client.ended);
       assert.deepEqual(client.lines, [WELCOME, ServerReplies.idleTimeout]);
-      assert.equal(await connection.done, "idle_timeout");
+      assert.equal(await ended, "idle_timeout");
       assert.equal(metrics.errors.idle_timeout, 1);
     },
   );
@@ -287,7 +304,7 @@ Deno.test("connection: the idle timeout counts from the last byte received, even
 Deno.test("connection: the idle timeout closes a client that does not read its replies", async () => {
   await withConnection(
     { idleTimeoutMs: 1000, highWaterMark: 256 },
-    async ({ client, clock, connection, stream }) => {
+    async ({ client, clock, connection, ended, stream }) => {
       client.stream.pause();
       client.send("1,2\n".repeat(100));
       await until("the server to stop reading", () => stream.isPaused());
@@ -297,7 +314,7 @@ Deno.test("connection: the idle timeout closes a client that does not read its r
       await until("the server's FIN", () => client.ended);
       assert.equal(client.lines.at(-1), ServerReplies.idleTimeout);
       assert.equal(client.lines.length, 102);
-      assert.equal(await connection.done, "idle_timeout");
+      assert.equal(await ended, "idle_timeout");
     },
   );
 });
@@ -305,7 +322,7 @@ Deno.test("connection: the idle timeout closes a client that does not read its r
 Deno.test("connection: the line timeout cuts an unfinished line, never a finished one", async () => {
   await withConnection(
     { lineTimeoutMs: 500 },
-    async ({ client, clock, connection, metrics }) => {
+    async ({ client, clock, connection, ended, metrics }) => {
       client.send("1,2\n");
       await until("the reply", () => client.lines.length === 2);
       clock.advance(5000); // between lines, no clock runs
@@ -320,32 +337,35 @@ Deno.test("connection: the line timeout cuts an unfinished line, never a finishe
         sum(3),
         ServerReplies.lineTimeout,
       ]);
-      assert.equal(await connection.done, "line_timeout");
+      assert.equal(await ended, "line_timeout");
       assert.equal(metrics.errors.line_timeout, 1);
     },
   );
 });
 
 Deno.test("connection: a shutdown waits for the line in progress, answers it, then says goodbye", async () => {
-  await withConnection({}, async ({ client, connection, drain, metrics }) => {
-    client.send("1,");
-    await until("the bytes to be read", () => metrics.bytesReceived === 2);
-    drain();
-    connection.beginShutdown();
-    assert.equal(connection.closed, false, "in the middle of a line");
-    client.send("2\n");
-    await until("the server's FIN", () => client.ended);
-    assert.deepEqual(client.lines, [
-      WELCOME,
-      sum(3),
-      ServerReplies.shuttingDown,
-    ]);
-    assert.equal(await connection.done, "shutdown");
-  });
+  await withConnection(
+    {},
+    async ({ client, connection, drain, ended, metrics }) => {
+      client.send("1,");
+      await until("the bytes to be read", () => metrics.bytesReceived === 2);
+      drain();
+      connection.beginShutdown();
+      assert.equal(connection.closed, false, "in the middle of a line");
+      client.send("2\n");
+      await until("the server's FIN", () => client.ended);
+      assert.deepEqual(client.lines, [
+        WELCOME,
+        sum(3),
+        ServerReplies.shuttingDown,
+      ]);
+      assert.equal(await ended, "shutdown");
+    },
+  );
 });
 
 Deno.test("connection: a shutdown closes a connection between lines at once", async () => {
-  await withConnection({}, async ({ client, connection, drain }) => {
+  await withConnection({}, async ({ client, connection, drain, ended }) => {
     client.send("1,2\n");
     await until("the reply", () => client.lines.length === 2);
     drain();
@@ -356,6 +376,6 @@ Deno.test("connection: a shutdown closes a connection between lines at once", as
       sum(3),
       ServerReplies.shuttingDown,
     ]);
-    assert.equal(await connection.done, "shutdown");
+    assert.equal(await ended, "shutdown");
   });
 });
