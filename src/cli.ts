@@ -6,7 +6,12 @@
  */
 import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
+import {
+  firstLine,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+} from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
 import type { WorkerServerOptions } from "./cluster.ts";
 import denoConfig from "../deno.json" with { type: "json" };
@@ -192,7 +197,7 @@ function describeParseError(error: Error & { code?: string }): string {
         error.message.match(/'([^']*)'/)?.[1] ?? error.message
       }`;
     default:
-      return error.message.split("\n")[0];
+      return firstLine(error);
   }
 }
 

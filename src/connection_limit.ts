@@ -23,14 +23,14 @@
  */
 export class ConnectionLimit {
   /** The most connections served at once. */
-  readonly max: number;
+  readonly #max: number;
   #active = 0;
 
   constructor(max: number) {
     if (!Number.isSafeInteger(max) || max < 1) {
       throw new RangeError(`Cannot use connection limit: received ${max}`);
     }
-    this.max = max;
+    this.#max = max;
   }
 
   /** Slots in use. */
@@ -40,7 +40,7 @@ export class ConnectionLimit {
 
   /** Takes a slot if one is free. */
   tryAcquire(): boolean {
-    if (this.#active >= this.max) return false;
+    if (this.#active >= this.#max) return false;
     this.#active++;
     return true;
   }

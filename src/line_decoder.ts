@@ -40,7 +40,7 @@ function contentEnd(text: string, from: number, end: number): number {
 }
 
 /** Removes trailing space, tab, CR, VT and FF. */
-export function stripTrailingWhitespace(line: string): string {
+function stripTrailingWhitespace(line: string): string {
   const end = contentEnd(line, 0, line.length);
   return end === line.length ? line : line.slice(0, end);
 }

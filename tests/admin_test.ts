@@ -1,5 +1,5 @@
 /**
- * The admin endpoint (SPEC §8, `--admin-port`): first `src/admin.ts` on its
+ * The admin endpoint (`--admin-port`): first `src/admin.ts` on its
  * own, then through `server.ts`, where `/metrics` must count real traffic
  * exactly and `/healthz` must turn 503 for as long as a drain lasts.
  */
