@@ -11,11 +11,11 @@ import {
   type Scrape,
   scrapeMetrics,
   waitForHealth,
+  waitForMetric,
 } from "./support/admin_client.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { ADMIN_LISTENING, ServerProcess } from "./support/server_process.ts";
 
-const ADMIN_LISTENING = /admin listening on (\S+):(\d+)/;
 const MAIN_LISTENING = /(?<!admin )listening on (\S+):(\d+)/;
 
 // ---------------------------------------------------------------------------
@@ -185,13 +185,7 @@ async function startWithAdmin(args: string[]) {
     "0",
     ...args,
   ]);
-  try {
-    const match = await server.waitForStderr(ADMIN_LISTENING, 5000);
-    return { server, adminHost: match[1], adminPort: Number(match[2]) };
-  } catch (error) {
-    await server.stop();
-    throw error;
-  }
+  return { server, adminHost: server.adminHost, adminPort: server.adminPort };
 }
 
 Deno.test("server --admin-port 0: announces itself after the main listener and serves /healthz", async () => {
@@ -268,17 +262,10 @@ Deno.test("server /metrics: every series is exposed with its type and counts tra
     await client.expectClosed();
   }
 
-  // The server finishes its bookkeeping after closing: wait for it (bounded).
-  let after = await scrapeMetrics(adminPort);
-  const deadline = Date.now() + 5000;
-  while (
-    value(after, 'lineserver_connections_total{outcome="quit"}') ===
-      value(before, 'lineserver_connections_total{outcome="quit"}') &&
-    Date.now() < deadline
-  ) {
-    await new Promise((resolve) => setTimeout(resolve, 25));
-    after = await scrapeMetrics(adminPort);
-  }
+  // The server finishes its bookkeeping after closing: wait for it.
+  const quit = 'lineserver_connections_total{outcome="quit"}';
+  await waitForMetric(adminPort, quit, (n) => n > value(before, quit));
+  const after = await scrapeMetrics(adminPort);
 
   const expected = new Map<string, number>(SERIES.map(([s]) => [s, 0]));
   expected.set('lineserver_connections_total{outcome="quit"}', 1);
@@ -310,7 +297,7 @@ Deno.test("server /metrics with --workers 2 counts the traffic of every worker",
     { denoFlags: [`--allow-read=${projectRoot}`] },
   );
   await using _ = server;
-  const adminPort = Number((await server.waitForStderr(ADMIN_LISTENING))[2]);
+  const adminPort = server.adminPort;
   const clients: LineClient[] = [];
   try {
     for (let i = 0; i < 4; i++) {
@@ -334,7 +321,7 @@ Deno.test("server /metrics with --workers 2 counts the traffic of every worker",
 Deno.test("server /healthz: 503 draining for as long as the drain lasts", async () => {
   const { server, adminPort } = await startWithAdmin([
     "--shutdown-timeout",
-    "10",
+    "600",
   ]);
   await using _ = server;
   assert.equal((await httpGet(adminPort, "/healthz")).status, 200);
@@ -342,7 +329,11 @@ Deno.test("server /healthz: 503 draining for as long as the drain lasts", async 
   using client = await LineClient.connect(server.port);
   assert.equal(await client.readLine(), "<welcome: starting in sum mode>");
   await client.send("1,2"); // Half a line: the drain waits for the rest.
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await waitForMetric(
+    adminPort,
+    "lineserver_bytes_received_total",
+    (n) => n === 3,
+  );
   server.signal("SIGTERM");
 
   const draining = await waitForHealth(

@@ -77,7 +77,6 @@ Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured",
   ]);
   const clients: LineClient[] = [];
   try {
-    const adminPort = await server.adminPort();
     const first = await LineClient.connect(server.port);
     const connectedAt = performance.now();
     clients.push(first);
@@ -95,7 +94,7 @@ Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured",
       `idle close after ${elapsed.toFixed(0)} ms with --idle-timeout 0.5`,
     );
     await waitForMetric(
-      adminPort,
+      server.adminPort,
       "lineserver_connections_active",
       (active) => active === 0,
     );

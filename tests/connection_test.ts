@@ -62,6 +62,12 @@ class Client {
     );
   }
 
+  /** Waits for the server's FIN and returns every line received. */
+  async linesUntilEnd(): Promise<string[]> {
+    await until("the server's FIN", () => this.ended);
+    return this.lines;
+  }
+
   /** The reply lines received so far (without CRLF). */
   get lines(): string[] {
     const lines = this.text.split(CRLF);
@@ -217,8 +223,7 @@ Deno.test("connection: after a half-close the unterminated last line is answered
     await withConnection({}, async ({ client, ended, metrics }) => {
       client.send(fragment);
       client.stream.end();
-      await until("the server's FIN", () => client.ended);
-      assert.deepEqual(client.lines, [WELCOME, reply]);
+      assert.deepEqual(await client.linesUntilEnd(), [WELCOME, reply]);
       assert.equal(await ended, "peer_closed");
       assert.equal(metrics.connectionsClosed.peer_closed, 1);
     });
@@ -228,8 +233,7 @@ Deno.test("connection: after a half-close the unterminated last line is answered
 Deno.test("connection: quit is answered, then FIN; what follows it is not read", async () => {
   await withConnection({}, async ({ client, ended, metrics }) => {
     client.send("1,2\nquit\n3,4\n");
-    await until("the server's FIN", () => client.ended);
-    assert.deepEqual(client.lines, [WELCOME, sum(3), BYE]);
+    assert.deepEqual(await client.linesUntilEnd(), [WELCOME, sum(3), BYE]);
     assert.equal(await ended, "quit");
     assert.equal(metrics.linesTotal, 2);
   });
@@ -293,8 +297,10 @@ Deno.test("connection: the idle timeout counts from the last byte received, even
       clock.advance(999);
       assert.equal(connection.closed, false, "a byte restarted the clock");
       clock.advance(1);
-      await until("the server's FIN", () => client.ended);
-      assert.deepEqual(client.lines, [WELCOME, ServerReplies.idleTimeout]);
+      assert.deepEqual(await client.linesUntilEnd(), [
+        WELCOME,
+        ServerReplies.idleTimeout,
+      ]);
       assert.equal(await ended, "idle_timeout");
       assert.equal(metrics.errors.idle_timeout, 1);
     },
@@ -311,8 +317,10 @@ Deno.test("connection: the idle timeout closes a client that does not read its r
       clock.advance(1000);
       assert.equal(connection.closed, true, "closed with replies unread");
       client.stream.resume();
-      await until("the server's FIN", () => client.ended);
-      assert.equal(client.lines.at(-1), ServerReplies.idleTimeout);
+      assert.equal(
+        (await client.linesUntilEnd()).at(-1),
+        ServerReplies.idleTimeout,
+      );
       assert.equal(client.lines.length, 102);
       assert.equal(await ended, "idle_timeout");
     },
@@ -331,8 +339,7 @@ Deno.test("connection: the line timeout cuts an unfinished line, never a finishe
       clock.advance(499);
       assert.equal(connection.closed, false);
       clock.advance(1);
-      await until("the server's FIN", () => client.ended);
-      assert.deepEqual(client.lines, [
+      assert.deepEqual(await client.linesUntilEnd(), [
         WELCOME,
         sum(3),
         ServerReplies.lineTimeout,
@@ -353,8 +360,7 @@ Deno.test("connection: a shutdown waits for the line in progress, answers it, th
       connection.beginShutdown();
       assert.equal(connection.closed, false, "in the middle of a line");
       client.send("2\n");
-      await until("the server's FIN", () => client.ended);
-      assert.deepEqual(client.lines, [
+      assert.deepEqual(await client.linesUntilEnd(), [
         WELCOME,
         sum(3),
         ServerReplies.shuttingDown,
@@ -370,8 +376,7 @@ Deno.test("connection: a shutdown closes a connection between lines at once", as
     await until("the reply", () => client.lines.length === 2);
     drain();
     connection.beginShutdown();
-    await until("the server's FIN", () => client.ended);
-    assert.deepEqual(client.lines, [
+    assert.deepEqual(await client.linesUntilEnd(), [
       WELCOME,
       sum(3),
       ServerReplies.shuttingDown,

@@ -73,10 +73,9 @@ async function withProcess(
   ]);
   const clients: LineClient[] = [];
   try {
-    const adminPort = await server.adminPort();
     const received = async (bytes: number) => {
       const read = await waitForMetric(
-        adminPort,
+        server.adminPort,
         "lineserver_bytes_received_total",
         (value) => value >= bytes,
       );
@@ -104,6 +103,25 @@ async function greetMany(
   return fresh;
 }
 
+/**
+ * Greets an idle client and one that sends half a line (which keeps the
+ * drain going), signals once the server has read that half, and waits for
+ * the idle client's shutdown line: the drain has begun and goes on. Returns
+ * the client in the middle of its line.
+ */
+async function drainAroundHalfLine(
+  { server, clients, received }: Served,
+  signal: Deno.Signal,
+): Promise<LineClient> {
+  const [idle, busy] = await greetMany(server.port, 2, clients);
+  await busy.send("1,2");
+  await received(3);
+  server.signal(signal);
+  assert.equal(await idle.readToEnd(3000), BYE);
+  assert.equal(server.exited, undefined, "still draining");
+  return busy;
+}
+
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.test(`${signal}: idle clients get the shutdown line then EOF; exit 0 with a summary, without waiting for the timeout`, async () => {
     await withProcess(
@@ -126,13 +144,9 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 Deno.test("shutdown: new connections are refused at once, while the drain goes on", async () => {
   await withProcess(
     ["--shutdown-timeout", NEVER_REACHED_S],
-    async ({ server, clients, received }) => {
-      const [idle, busy] = await greetMany(server.port, 2, clients);
-      await busy.send("1,2"); // half a line keeps the drain going
-      await received(3);
-      server.signal("SIGTERM");
-      assert.equal(await idle.readToEnd(3000), BYE);
-      assert.equal(server.exited, undefined, "still draining");
+    async (served) => {
+      const { server } = served;
+      const busy = await drainAroundHalfLine(served, "SIGTERM");
       await expectConnectRefused(server.port);
       await busy.send("\n");
       assert.equal(await busy.readLine(2000), sum(3));
@@ -145,13 +159,10 @@ Deno.test("shutdown: new connections are refused at once, while the drain goes o
 Deno.test("shutdown: a line in progress is finished and answered, then the shutdown line", async () => {
   await withProcess(
     ["--shutdown-timeout", NEVER_REACHED_S],
-    async ({ server, clients, received }) => {
-      const [idle, busy] = await greetMany(server.port, 2, clients);
-      await busy.send("1,2");
-      await received(3);
-      server.signal("SIGTERM");
-      // The idle client's line shows the drain has begun; only then finish the line.
-      assert.equal(await idle.readToEnd(3000), BYE);
+    async (served) => {
+      const { server } = served;
+      // Only once the drain has begun is the line finished.
+      const busy = await drainAroundHalfLine(served, "SIGTERM");
       await busy.send("\n");
       assert.deepEqual(await busy.readLines(2, 2000), [sum(3), SHUTTING_DOWN]);
       await busy.expectClosed(2000);
@@ -197,13 +208,10 @@ for (
   Deno.test(`shutdown: ${second} during the ${first} drain exits 1 at once`, async () => {
     await withProcess(
       ["--shutdown-timeout", NEVER_REACHED_S],
-      async ({ server, clients, received }) => {
-        const [idle, stuck] = await greetMany(server.port, 2, clients);
-        await stuck.send("1,2"); // keeps the drain going until the timeout
-        await received(3);
-        server.signal(first);
-        assert.equal(await idle.readToEnd(3000), BYE);
-        assert.equal(server.exited, undefined, "still draining");
+      async (served) => {
+        const { server } = served;
+        // The half line keeps the drain going until the timeout.
+        const stuck = await drainAroundHalfLine(served, first);
         server.signal(second);
         // Only the second signal can end this drain before its timeout.
         const status = await server.waitForExit(10000);

@@ -31,11 +31,38 @@ export async function waitFor(
   timeoutMs: number,
   failure?: Promise<unknown>,
 ): Promise<void> {
+  await pollUntil(
+    what,
+    async () => {
+      if (failure) await Promise.race([failure, undefined]);
+      return condition();
+    },
+    (held) => held,
+    timeoutMs,
+  );
+}
+
+/**
+ * Calls `probe` every 25 ms until `accept` holds for what it returns, and
+ * returns that; fails after `timeoutMs`, naming `what` and the last value.
+ */
+export async function pollUntil<T>(
+  what: string,
+  probe: () => Promise<T>,
+  accept: (value: T) => boolean,
+  timeoutMs: number,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (true) {
+    const value = await probe();
+    if (accept(value)) return value;
     if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
+      throw new Error(
+        `Timed out after ${timeoutMs} ms: ${what}; last: ${
+          JSON.stringify(value)
+        }`,
+      );
     }
-    await Promise.race(failure ? [pause(25), failure] : [pause(25)]);
+    await pause(25);
   }
 }

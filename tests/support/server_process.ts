@@ -45,6 +45,9 @@ export class ServerProcess {
   host = "";
   /** The real port from the listening line. */
   port = 0;
+  /** The admin endpoint's host and port, when started with `--admin-port`. */
+  adminHost = "";
+  adminPort = 0;
   #stderr = "";
   #stdout = "";
   #stderrDone: Promise<void>;
@@ -94,7 +97,10 @@ export class ServerProcess {
     return new ServerProcess(child, options.ownProcessGroup ?? false);
   }
 
-  /** Starts the server and waits for its `listening on` line. */
+  /**
+   * Starts the server and waits for its `listening on` line (and, with
+   * `--admin-port`, for the admin endpoint's).
+   */
   static async start(
     args: string[],
     options: StartOptions = {},
@@ -107,6 +113,11 @@ export class ServerProcess {
       );
       server.host = match[1];
       server.port = Number(match[2]);
+      if (args.includes("--admin-port")) {
+        const admin = await server.waitForStderr(ADMIN_LISTENING, 5000);
+        server.adminHost = admin[1];
+        server.adminPort = Number(admin[2]);
+      }
       return server;
     } catch (error) {
       await server.stop();
@@ -163,11 +174,6 @@ export class ServerProcess {
       }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-  }
-
-  /** The admin endpoint's port (the server needs `--admin-port`), from its listening line. */
-  async adminPort(timeoutMs = 5000): Promise<number> {
-    return Number((await this.waitForStderr(ADMIN_LISTENING, timeoutMs))[2]);
   }
 
   /** Sends a signal to the process (only this process, by its PID). */
