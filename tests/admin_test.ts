@@ -14,7 +14,11 @@ import {
   waitForMetric,
 } from "./support/admin_client.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ADMIN_LISTENING, ServerProcess } from "./support/server_process.ts";
+import {
+  ADMIN_LISTENING,
+  ServerProcess,
+  startWithAdmin,
+} from "./support/server_process.ts";
 
 const MAIN_LISTENING = /(?<!admin )listening on (\S+):(\d+)/;
 
@@ -177,19 +181,13 @@ function value(scrape: Scrape, series: string): number {
   return v!;
 }
 
-async function startWithAdmin(args: string[]) {
-  const server = await ServerProcess.start([
-    "--port",
-    "0",
-    "--admin-port",
-    "0",
-    ...args,
-  ]);
+async function startAdmin(args: string[]) {
+  const server = await startWithAdmin(args);
   return { server, adminHost: server.adminHost, adminPort: server.adminPort };
 }
 
 Deno.test("server --admin-port 0: announces itself after the main listener and serves /healthz", async () => {
-  const { server, adminHost, adminPort } = await startWithAdmin([]);
+  const { server, adminHost, adminPort } = await startAdmin([]);
   await using _ = server;
   assert.equal(adminHost, "127.0.0.1"); // Binds to --host.
   assert.notEqual(adminPort, server.port);
@@ -216,7 +214,7 @@ Deno.test("server --admin-port 0: announces itself after the main listener and s
 });
 
 Deno.test("server /metrics: every series is exposed with its type and counts traffic exactly", async () => {
-  const { server, adminPort } = await startWithAdmin([
+  const { server, adminPort } = await startAdmin([
     "--max-line-bytes",
     "8",
     "--max-connections",
@@ -319,7 +317,7 @@ Deno.test("server /metrics with --workers 2 counts the traffic of every worker",
 });
 
 Deno.test("server /healthz: 503 draining for as long as the drain lasts", async () => {
-  const { server, adminPort } = await startWithAdmin([
+  const { server, adminPort } = await startAdmin([
     "--shutdown-timeout",
     "600",
   ]);

@@ -13,7 +13,7 @@ import { startServer } from "../mod.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
 import { waitFor } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { startWithAdmin } from "./support/server_process.ts";
 import { waitForMetric } from "./support/admin_client.ts";
 import { connectGreeted, IDLE_LINE, TOO_MANY } from "./support/hardening.ts";
 
@@ -65,11 +65,7 @@ Deno.test("max connections: a client beyond the limit gets only the error line, 
 });
 
 Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured", async () => {
-  const server = await ServerProcess.start([
-    "--port",
-    "0",
-    "--admin-port",
-    "0",
+  const server = await startWithAdmin([
     "--max-connections",
     "1",
     "--idle-timeout",

@@ -10,8 +10,9 @@ import assert from "node:assert/strict";
 import { type LineProtocol, type LineSession, startServer } from "../mod.ts";
 import { ask, sum } from "./support/calc_replies.ts";
 import { delay, waitFor } from "./support/deadline.ts";
-import { LineClient } from "./support/line_client.ts";
+import type { LineClient } from "./support/line_client.ts";
 import { ServerProcess } from "./support/server_process.ts";
+import { type Harness, withServer } from "./support/socket_harness.ts";
 import { connectGreeted } from "./support/hardening.ts";
 
 const HOST = "127.0.0.1";
@@ -166,69 +167,63 @@ async function expectDropped(client: LineClient, what: string) {
   });
 }
 
+/**
+ * Once the bystander is the only client holding a slot (the failed one gave
+ * its own back), connects another: it is greeted and answers `request`.
+ */
+async function serveAnother(
+  { server, connect }: Harness,
+  request: string,
+): Promise<LineClient> {
+  await activeBecomes(server, 1);
+  const client = await connect();
+  assert.equal(await client.readLine(), "ready");
+  await ask(client, `${request}\n`, `ok: ${request}`);
+  return client;
+}
+
 Deno.test("faults: a session that throws closes only its connection", async () => {
   // Two slots: the next client can only be served if the failed one gave its slot back.
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    protocol: faultyProtocol(),
-    maxConnections: 2,
-    shutdownTimeoutMs: 1000,
-  });
-  const port = server.addr.port;
-  const clients: LineClient[] = [];
-  try {
-    const bystander = await connectGreeted(port, "ready");
-    const victim = await connectGreeted(port, "ready");
-    clients.push(bystander, victim);
-    await ask(victim, "before\n", "ok: before");
-    await victim.send("boom\n");
-    await expectDropped(victim, "after a thrown error");
-    await ask(bystander, "still here\n", "ok: still here");
+  await withServer(
+    { protocol: faultyProtocol(), maxConnections: 2 },
+    async (harness) => {
+      const bystander = await connectGreeted(harness.port, "ready");
+      const victim = await connectGreeted(harness.port, "ready");
+      try {
+        await ask(victim, "before\n", "ok: before");
+        await victim.send("boom\n");
+        await expectDropped(victim, "after a thrown error");
+        await ask(bystander, "still here\n", "ok: still here");
 
-    await activeBecomes(server, 1);
-    const second = await connectGreeted(port, "ready");
-    clients.push(second);
-    await ask(second, "hello\n", "ok: hello");
-    await second.send("async boom\n");
-    await expectDropped(second, "after a rejected reply promise");
-    await ask(bystander, "and here\n", "ok: and here");
+        const second = await serveAnother(harness, "hello");
+        await second.send("async boom\n");
+        await expectDropped(second, "after a rejected reply promise");
+        await ask(bystander, "and here\n", "ok: and here");
 
-    await activeBecomes(server, 1);
-    const third = await connectGreeted(port, "ready");
-    clients.push(third);
-    await ask(third, "fine\n", "ok: fine");
-  } finally {
-    for (const client of clients) client.close();
-    await server.shutdown();
-  }
+        await serveAnother(harness, "fine");
+      } finally {
+        bystander.close();
+        victim.close();
+      }
+    },
+  );
 });
 
 Deno.test("faults: createSession throwing closes only that connection", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    protocol: faultyProtocol([2, 3]),
-    maxConnections: 2,
-    shutdownTimeoutMs: 1000,
-  });
-  const port = server.addr.port;
-  const clients: LineClient[] = [];
-  try {
-    const bystander = await connectGreeted(port, "ready");
-    clients.push(bystander);
-    for (const n of [2, 3]) {
-      const failing = await LineClient.connect(port);
-      clients.push(failing);
-      await expectDropped(failing, `session #${n}`);
-    }
-    await ask(bystander, "alive\n", "ok: alive");
-    await activeBecomes(server, 1);
-    const fourth = await connectGreeted(port, "ready");
-    clients.push(fourth);
-    await ask(fourth, "served\n", "ok: served");
-  } finally {
-    for (const client of clients) client.close();
-    await server.shutdown();
-  }
+  await withServer(
+    { protocol: faultyProtocol([2, 3]), maxConnections: 2 },
+    async (harness) => {
+      const bystander = await connectGreeted(harness.port, "ready");
+      try {
+        for (const n of [2, 3]) {
+          const failing = await harness.connect();
+          await expectDropped(failing, `session #${n}`);
+        }
+        await ask(bystander, "alive\n", "ok: alive");
+        await serveAnother(harness, "served");
+      } finally {
+        bystander.close();
+      }
+    },
+  );
 });

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { type LineProtocol, startServer } from "../mod.ts";
 import { waitFor, withTimeout } from "./support/deadline.ts";
 import type { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { ServerProcess, startWithAdmin } from "./support/server_process.ts";
 import { waitForMetric } from "./support/admin_client.ts";
 import { ask, sum } from "./support/calc_replies.ts";
 import {
@@ -64,13 +64,7 @@ async function withProcess(
   args: string[],
   body: (served: Served) => Promise<void>,
 ) {
-  const server = await ServerProcess.start([
-    "--port",
-    "0",
-    "--admin-port",
-    "0",
-    ...args,
-  ]);
+  const server = await startWithAdmin(args);
   const clients: LineClient[] = [];
   try {
     const received = async (bytes: number) => {

@@ -260,6 +260,20 @@ export class ServerProcess {
   }
 }
 
+/**
+ * Starts `server.ts` on free ports (`--port 0 --admin-port 0`) with `args`;
+ * its `adminPort` serves `/metrics`, to see what the server has done.
+ */
+export function startWithAdmin(
+  args: string[],
+  options: StartOptions = {},
+): Promise<ServerProcess> {
+  return ServerProcess.start(
+    ["--port", "0", "--admin-port", "0", ...args],
+    options,
+  );
+}
+
 /** Runs `server.ts` with `args` to completion (for options that exit at once). */
 export async function runServerToExit(
   args: string[],
