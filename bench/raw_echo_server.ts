@@ -1,16 +1,23 @@
 /**
  * The reference point for the benchmark: the least a Deno TCP server can do
- * per request. Each connection reads a chunk into one buffer and writes those
- * bytes back (looping on partial writes), nothing else: no framing, no
- * decoding, no logging. Like `server.ts` it turns Nagle's algorithm off
- * (`setNoDelay`), so both answer with the same TCP settings; without it a
- * small reply can wait for a delayed ACK (about 40 ms). Prints `listening on HOST:PORT` to stderr like
- * `server.ts` so `bench/run.ts` can start both the same way.
+ * per request. Each connection reads a chunk and writes those bytes back,
+ * nothing else: no framing, no decoding, no logging. Two socket layers:
  *
- * Usage: `deno run --allow-net=127.0.0.1 bench/raw_echo_server.ts [--host H] [--port P]`
+ * - `--api deno` (default): `Deno.listen`, then `conn.read` into one buffer
+ *   and `conn.write` (looping on partial writes) per connection;
+ * - `--api node`: `node:net` in Deno, one `data` handler that writes each
+ *   chunk straight back.
+ *
+ * Like `server.ts` it turns Nagle's algorithm off (`setNoDelay`), so both
+ * answer with the same TCP settings; without it a small reply can wait for a
+ * delayed ACK (about 40 ms). Prints `listening on HOST:PORT` to stderr like
+ * `server.ts` so the bench starts both the same way.
+ *
+ * Usage: `deno run --allow-net=127.0.0.1 bench/raw_echo_server.ts [--api deno|node] [--host H] [--port P]`
  *
  * @module
  */
+import net from "node:net";
 
 function option(name: string, fallback: string): string {
   const at = Deno.args.indexOf(name);
@@ -40,12 +47,32 @@ async function echo(conn: Deno.TcpConn): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  const listener = Deno.listen({
-    hostname: option("--host", "127.0.0.1"),
-    port: Number(option("--port", "0")),
-  });
-  const { hostname, port } = listener.addr;
-  console.error(`listening on ${hostname}:${port}`);
+async function serveDeno(hostname: string, port: number): Promise<void> {
+  const listener = Deno.listen({ hostname, port });
+  console.error(`listening on ${hostname}:${listener.addr.port}`);
   for await (const conn of listener) echo(conn);
+}
+
+function serveNode(host: string, port: number): void {
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    socket.on("error", () => {}); // A reset peer ends only its own connection.
+    socket.on("data", (chunk) => socket.write(chunk));
+  });
+  server.listen(port, host, () => {
+    const { port } = server.address() as net.AddressInfo;
+    console.error(`listening on ${host}:${port}`);
+  });
+}
+
+if (import.meta.main) {
+  const host = option("--host", "127.0.0.1");
+  const port = Number(option("--port", "0"));
+  const api = option("--api", "deno");
+  if (api === "node") serveNode(host, port);
+  else if (api === "deno") await serveDeno(host, port);
+  else {
+    console.error(`Unknown --api: received "${api}" (deno or node)`);
+    Deno.exit(2);
+  }
 }
