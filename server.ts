@@ -315,14 +315,9 @@ export async function main(args: string[]): Promise<number> {
       return EXIT_FAILURE;
     }
   }
-  announceListening(options, service.addr, workers);
-  if (admin !== undefined) {
-    const adminAddress = formatAddr(admin.addr);
-    announceLogger.info(
-      `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
-      { address: adminAddress },
-    );
-  }
+  // The shutdown signals are ours before the server says it is listening:
+  // whoever starts it may signal it as soon as it reads that line, and a
+  // signal with no listener yet would kill the process instead of draining.
   let exitCode = 0;
   using _signals = onShutdownSignals({
     graceful(signal) {
@@ -349,6 +344,14 @@ export async function main(args: string[]): Promise<number> {
       service.abort();
     },
   });
+  announceListening(options, service.addr, workers);
+  if (admin !== undefined) {
+    const adminAddress = formatAddr(admin.addr);
+    announceLogger.info(
+      `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
+      { address: adminAddress },
+    );
+  }
   const summary = await service.finished;
   await admin?.shutdown();
   logSummary(summary);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { settleWithin } from "../../src/deadline.ts";
 import { withTimeout } from "./deadline.ts";
 
 /** Absolute path of the project's `server.ts`. */
@@ -50,6 +51,8 @@ export class ServerProcess {
   adminPort = 0;
   #stderr = "";
   #stdout = "";
+  /** Woken when stderr grows or the process exits (see waitForStderr). */
+  readonly #stderrWaiters = new Set<() => void>();
   #stderrDone: Promise<void>;
   #stdoutDone: Promise<void>;
   #statusPromise: Promise<Deno.CommandStatus>;
@@ -62,9 +65,16 @@ export class ServerProcess {
     // setsid(1) does not fork when its caller leads no process group (the
     // case for a spawned child), so the child's PID is the group's ID.
     this.#group = ownProcessGroup ? child.pid : undefined;
-    this.#stderrDone = this.#collect(child.stderr, (t) => this.#stderr += t);
+    this.#stderrDone = this.#collect(child.stderr, (t) => {
+      this.#stderr += t;
+      this.#wakeStderrWaiters();
+    });
     this.#stdoutDone = this.#collect(child.stdout, (t) => this.#stdout += t);
-    this.#statusPromise = child.status.then((status) => this.#exited = status);
+    this.#statusPromise = child.status.then((status) => {
+      this.#exited = status;
+      this.#wakeStderrWaiters();
+      return status;
+    });
   }
 
   /** Starts `deno run --allow-net server.ts ...args`. It does not wait for listening. */
@@ -150,7 +160,16 @@ export class ServerProcess {
     return this.#exited;
   }
 
-  /** Waits until stderr matches `pattern`; fails if the process exits first or on timeout. */
+  #wakeStderrWaiters() {
+    for (const wake of this.#stderrWaiters) wake();
+    this.#stderrWaiters.clear();
+  }
+
+  /**
+   * Waits until stderr matches `pattern`, looking again each time stderr
+   * grows (so a test can act on a line the moment it is written); fails if
+   * the process exits first or on timeout.
+   */
   async waitForStderr(
     pattern: RegExp,
     timeoutMs = 5000,
@@ -167,12 +186,16 @@ export class ServerProcess {
           `Server exited (code ${this.#exited.code}) before stderr matched ${pattern}`,
         );
       }
-      if (Date.now() > deadline) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
         throw new Error(
           `Timed out after ${timeoutMs} ms waiting for stderr to match ${pattern}`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      const grew = new Promise<void>((resolve) =>
+        this.#stderrWaiters.add(resolve)
+      );
+      await settleWithin(grew, left);
     }
   }
 
