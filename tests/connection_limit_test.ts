@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { startServer } from "../mod.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
-import { waitFor } from "./support/deadline.ts";
+import { untilActive } from "./support/socket_harness.ts";
 import { LineClient } from "./support/line_client.ts";
 import { startWithAdmin } from "./support/server_process.ts";
 import { waitForMetric } from "./support/admin_client.ts";
@@ -45,11 +45,7 @@ Deno.test("max connections: a client beyond the limit gets only the error line, 
     // One slot frees up: the next client is served (the turned-away clients
     // did not keep slots).
     first.close();
-    await waitFor(
-      "the server to see the first client leave",
-      () => server.metrics.connectionsActive === 1,
-      10000,
-    );
+    await untilActive(server, 1); // the server has seen it leave
     const fresh = await connectGreeted(port);
     clients.push(fresh);
     await ask(fresh, "3,4\n", sum(7));
@@ -120,11 +116,7 @@ Deno.test("max connections: a client that connects once another has left gets it
     clients.push(current);
     for (let round = 0; round < 20; round++) {
       current.close();
-      await waitFor(
-        `the server to see client ${round} leave`,
-        () => server.metrics.connectionsActive === 0,
-        10000,
-      );
+      await untilActive(server, 0); // the server has seen it leave
       current = await LineClient.connect(port);
       clients.push(current);
       assert.equal(await current.readLine(3000), WELCOME, `round ${round}`);

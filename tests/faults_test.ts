@@ -12,7 +12,11 @@ import { ask, sum } from "./support/calc_replies.ts";
 import { delay, waitFor } from "./support/deadline.ts";
 import type { LineClient } from "./support/line_client.ts";
 import { ServerProcess } from "./support/server_process.ts";
-import { type Harness, withServer } from "./support/socket_harness.ts";
+import {
+  type Harness,
+  untilActive,
+  withServer,
+} from "./support/socket_harness.ts";
 import { connectGreeted } from "./support/hardening.ts";
 
 const HOST = "127.0.0.1";
@@ -38,18 +42,6 @@ async function connectSendVanish(
   } finally {
     conn.close();
   }
-}
-
-/** Waits until the in-process `server` serves exactly `count` connections. */
-async function activeBecomes(
-  server: { metrics: { connectionsActive: number } },
-  count: number,
-): Promise<void> {
-  await waitFor(
-    `${count} connections to be active`,
-    () => server.metrics.connectionsActive === count,
-    10000,
-  );
 }
 
 Deno.test("dead peers: clients that reset with replies pending end only their own task", async () => {
@@ -78,7 +70,7 @@ Deno.test("dead peers: clients that reset with replies pending end only their ow
       await ask(steady, `${round},1\n`, sum(round + 1));
     }
     // Every vanished client gave its slot back: the limit is reachable again.
-    await activeBecomes(server, 1);
+    await untilActive(server, 1);
     for (let i = 1; i < maxConnections; i++) {
       clients.push(await connectGreeted(port));
     }
@@ -175,7 +167,7 @@ async function serveAnother(
   { server, connect }: Harness,
   request: string,
 ): Promise<LineClient> {
-  await activeBecomes(server, 1);
+  await untilActive(server, 1);
   const client = await connect();
   assert.equal(await client.readLine(), "ready");
   await ask(client, `${request}\n`, `ok: ${request}`);

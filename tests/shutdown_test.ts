@@ -15,6 +15,7 @@ import { waitFor, withTimeout } from "./support/deadline.ts";
 import type { LineClient } from "./support/line_client.ts";
 import { ServerProcess, startWithAdmin } from "./support/server_process.ts";
 import { waitForMetric } from "./support/admin_client.ts";
+import { untilReceived } from "./support/socket_harness.ts";
 import { ask, sum } from "./support/calc_replies.ts";
 import {
   connectGreeted,
@@ -135,28 +136,14 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
   });
 }
 
-Deno.test("shutdown: new connections are refused at once, while the drain goes on", async () => {
-  await withProcess(
-    ["--shutdown-timeout", NEVER_REACHED_S],
-    async (served) => {
-      const { server } = served;
-      const busy = await drainAroundHalfLine(served, "SIGTERM");
-      await expectConnectRefused(server.port);
-      await busy.send("\n");
-      assert.equal(await busy.readLine(2000), sum(3));
-      assert.equal(await busy.readToEnd(2000), BYE);
-      assert.equal((await server.waitForExit(10000)).code, 0);
-    },
-  );
-});
-
-Deno.test("shutdown: a line in progress is finished and answered, then the shutdown line", async () => {
+Deno.test("shutdown: new connections are refused at once; a line in progress is finished and answered, then the shutdown line", async () => {
   await withProcess(
     ["--shutdown-timeout", NEVER_REACHED_S],
     async (served) => {
       const { server } = served;
       // Only once the drain has begun is the line finished.
       const busy = await drainAroundHalfLine(served, "SIGTERM");
+      await expectConnectRefused(server.port);
       await busy.send("\n");
       assert.deepEqual(await busy.readLines(2, 2000), [sum(3), SHUTTING_DOWN]);
       await busy.expectClosed(2000);
@@ -293,19 +280,6 @@ Deno.test("shutdown: the server restarts at once on the same fixed port", async 
 
 // --- the library: server.shutdown() without signals --------------------------
 
-/** Waits until the in-process `server` has read exactly `bytes` bytes. */
-async function receivedInProcess(
-  server: { metrics: { bytesReceived: number } },
-  bytes: number,
-) {
-  await waitFor(
-    `the server to read ${bytes} bytes`,
-    () => server.metrics.bytesReceived >= bytes,
-    10000,
-  );
-  assert.equal(server.metrics.bytesReceived, bytes);
-}
-
 Deno.test("mod.ts shutdown(): same drain as a signal, with exact summary counts", async () => {
   const shutdownTimeoutMs = 800;
   const server = await startServer({
@@ -321,7 +295,7 @@ Deno.test("mod.ts shutdown(): same drain as a signal, with exact summary counts"
     await ask(idle, "1,2\n", sum(3));
     await finishing.send("1,2");
     await stuck.send("4,5");
-    await receivedInProcess(server, 4 + 3 + 3);
+    await untilReceived(server, 4 + 3 + 3);
     const startedAt = performance.now();
     shutdown = server.shutdown();
     assert.equal(await idle.readToEnd(2000), BYE);
@@ -378,7 +352,7 @@ Deno.test("mod.ts shutdown(): complete lines not yet answered are answered first
   let shutdown: ReturnType<typeof server.shutdown> | undefined;
   try {
     await client.send("a\nb\nc\n");
-    await receivedInProcess(server, 6);
+    await untilReceived(server, 6);
     await waitFor(
       "the first reply to be asked for",
       () => asked.length > 0,
