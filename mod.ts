@@ -56,5 +56,6 @@ export {
   type ConnectionOutcome,
   type ErrorKind,
   type MetricsSnapshot,
+  type NotAdmittedOutcome,
   ServerMetrics,
 } from "./src/metrics.ts";

@@ -16,12 +16,7 @@ export type {
   PeerAddress,
   Reply,
 } from "./src/session.ts";
-export {
-  type Frame,
-  LINE_TOO_LONG,
-  LineDecoder,
-  stripTrailingWhitespace,
-} from "./src/line_decoder.ts";
+export { type Frame, LINE_TOO_LONG, LineDecoder } from "./src/line_decoder.ts";
 export {
   type CalculatorMode,
   calculatorProtocol,

@@ -22,9 +22,11 @@ import {
 import {
   announceLogger,
   configureLogging,
+  firstLine,
   plural,
   serverLogger,
 } from "./src/logging.ts";
+import { formatAddr } from "./src/transport.ts";
 import {
   builtinProtocols,
   type LineProtocol,
@@ -57,16 +59,6 @@ class StartError extends Error {
   constructor(message: string, readonly exitCode: number) {
     super(message);
   }
-}
-
-function formatHost(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split(
-    "\n",
-  )[0];
 }
 
 /** Reads the TLS files; a problem is a usage error, reported before anything listens. */
@@ -106,7 +98,7 @@ function listenError(
   error: unknown,
   addrInUse: boolean,
 ): StartError {
-  const where = formatHost(options.host, options.port);
+  const where = formatAddr({ hostname: options.host, port: options.port });
   if (addrInUse) {
     return new StartError(
       `Cannot listen on ${where}: address already in use`,
@@ -203,7 +195,10 @@ function adminListenError(
   serviceAddr: Deno.NetAddr,
   error: unknown,
 ): string {
-  const where = formatHost(options.host, options.adminPort ?? 0);
+  const where = formatAddr({
+    hostname: options.host,
+    port: options.adminPort ?? 0,
+  });
   if (!(error instanceof Deno.errors.AddrInUse)) {
     return `Cannot listen on ${where} (--admin-port): ${firstLine(error)}`;
   }
@@ -221,7 +216,7 @@ function announceListening(
   addr: Deno.NetAddr,
   workers: number,
 ) {
-  const address = formatHost(addr.hostname, addr.port);
+  const address = formatAddr(addr);
   const limits = {
     protocol: options.protocol,
     workers,
@@ -320,10 +315,10 @@ export async function main(args: string[]): Promise<number> {
       return EXIT_FAILURE;
     }
   }
+  // The shutdown signals are ours before the server says it is listening:
+  // whoever starts it may signal it as soon as it reads that line, and a
+  // signal with no listener yet would kill the process instead of draining.
   let exitCode = 0;
-  // Listen for signals before announcing: a script that sends SIGTERM as
-  // soon as it reads `listening on` must get a drain, not the default
-  // action (killed, exit 143).
   using _signals = onShutdownSignals({
     graceful(signal) {
       serverLogger.info(
@@ -351,7 +346,7 @@ export async function main(args: string[]): Promise<number> {
   });
   announceListening(options, service.addr, workers);
   if (admin !== undefined) {
-    const adminAddress = formatHost(admin.addr.hostname, admin.addr.port);
+    const adminAddress = formatAddr(admin.addr);
     announceLogger.info(
       `admin listening on ${adminAddress} (GET /healthz, GET /metrics)`,
       { address: adminAddress },

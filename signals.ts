@@ -15,7 +15,7 @@
  */
 
 /** The signals that stop the server. */
-export const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
 /**
  * A repeat of the first shutdown signal that arrives within this many

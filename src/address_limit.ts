@@ -196,7 +196,7 @@ export function addressKey(hostname: string): string {
  */
 export class AddressLimit {
   /** The most connections one address key holds at once. */
-  readonly max: number;
+  readonly #max: number;
   /** Open connections per key; a key is present only while its count is above zero. */
   #counts = new Map<string, number>();
 
@@ -206,7 +206,7 @@ export class AddressLimit {
         `Cannot use per-address connection limit: received ${maxPerAddress}`,
       );
     }
-    this.max = maxPerAddress;
+    this.#max = maxPerAddress;
   }
 
   /** Keys currently holding at least one connection (for tests and metrics). */
@@ -218,7 +218,7 @@ export class AddressLimit {
   tryAcquire(hostname: string): boolean {
     const key = addressKey(hostname);
     const count = this.#counts.get(key) ?? 0;
-    if (count >= this.max) return false;
+    if (count >= this.#max) return false;
     this.#counts.set(key, count + 1);
     return true;
   }

@@ -45,10 +45,14 @@ const MAX_NUMBER_DIGITS = 15;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { evaluateIntegers } from "./calculator.ts";
- * evaluateIntegers("1, 2,4", "sum"); // "7"
- * evaluateIntegers("99999999999,99999999999", "product"); // "9999999999800000000001"
- * evaluateIntegers("1.5", "sum"); // undefined
+ * assert.equal(evaluateIntegers("1, 2,4", "sum"), "7");
+ * assert.equal(
+ *   evaluateIntegers("99999999999,99999999999", "product"),
+ *   "9999999999800000000001",
+ * );
+ * assert.equal(evaluateIntegers("1.5", "sum"), undefined);
  * ```
  */
 export function evaluateIntegers(
@@ -205,10 +209,11 @@ class ProductFold {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CalculatorSession } from "./calculator.ts";
  * const session = new CalculatorSession();
- * session.reply("product"); // "<switching to product mode>"
- * session.reply("1,2,4"); // "Product of input integers: '8'"
+ * assert.equal(session.reply("product"), "<switching to product mode>");
+ * assert.equal(session.reply("1,2,4"), "Product of input integers: '8'");
  * ```
  */
 export class CalculatorSession implements LineSession {

@@ -6,7 +6,12 @@
  */
 import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
+import {
+  firstLine,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+} from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
 import type { WorkerServerOptions } from "./cluster.ts";
 import denoConfig from "../deno.json" with { type: "json" };
@@ -192,7 +197,7 @@ function describeParseError(error: Error & { code?: string }): string {
         error.message.match(/'([^']*)'/)?.[1] ?? error.message
       }`;
     default:
-      return error.message.split("\n")[0];
+      return firstLine(error);
   }
 }
 
@@ -201,9 +206,11 @@ function describeParseError(error: Error & { code?: string }): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseCli } from "./cli.ts";
- * parseCli(["--port", "0"]); // { kind: "run", options: { port: 0, ... } }
- * parseCli(["--port", "abc"]).kind; // "error"
+ * const run = parseCli(["--port", "0"]);
+ * assert.equal(run.kind === "run" && run.options.port, 0);
+ * assert.equal(parseCli(["--port", "abc"]).kind, "error");
  * ```
  */
 export function parseCli(args: string[]): CliRequest {

@@ -7,7 +7,7 @@
 /// <reference lib="deno.worker" />
 import { startServer } from "./line_server.ts";
 import { builtinProtocols } from "../protocol.ts";
-import { configureLogging } from "./logging.ts";
+import { configureLogging, firstLine } from "./logging.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import type { LineServer } from "./line_server.ts";
 
@@ -36,7 +36,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       } catch (error) {
         send({
           type: "failed",
-          error: (error as Error).message.split("\n")[0],
+          error: firstLine(error),
           addrInUse: error instanceof Deno.errors.AddrInUse,
         });
         return;

@@ -53,7 +53,7 @@ export interface ConnectionConfig {
   lingerMs: number;
   /** True once the server is draining. */
   draining: () => boolean;
-  /** Called once when a connection has ended (its stream is closed). */
+  /** Called once when a connection has ended (its stream is closed): the server counts it and frees its slot. */
   onEnd: (connection: Connection) => void;
   metrics: ServerMetrics;
   logger: Logger;
@@ -159,7 +159,7 @@ export class Connection implements LineConnection {
     this.#config.logger.info("connection opened {peer}", {
       peer: this.peerText,
     });
-    this.#config.idle?.start(this, this.#openedAt);
+    this.#config.idle?.start(this);
     try {
       this.#session = this.#config.protocol.createSession(this);
       if (this.#session.greeting !== undefined) {
@@ -168,7 +168,7 @@ export class Connection implements LineConnection {
     } catch (error) {
       // Nothing is owed to the client yet: close at once.
       this.#logFault(error);
-      this.#outcome = "fault";
+      this.#endAs("fault");
       this.#state = "closing";
       this.#destroy();
       return;
@@ -247,14 +247,12 @@ export class Connection implements LineConnection {
   /** Called by the server's idle tracker: nothing was received for the idle timeout. */
   onIdleTimeout(): void {
     if (this.#state !== "open") return;
-    this.#config.metrics.errors.idle_timeout++;
     this.#beginClosing("idle_timeout", ServerReplies.idleTimeout);
   }
 
   /** Called by the server's line tracker: a line stayed unfinished for the line timeout. */
   onLineTimeout(): void {
     if (this.#state !== "open") return;
-    this.#config.metrics.errors.line_timeout++;
     this.#beginClosing("line_timeout", ServerReplies.lineTimeout);
   }
 
@@ -282,7 +280,7 @@ export class Connection implements LineConnection {
   #onData(chunk: Uint8Array) {
     if (this.#state !== "open") return; // closing: input is dropped
     const { idle, line, metrics } = this.#config;
-    metrics.bytesReceived += chunk.length;
+    metrics.received(chunk.length);
     // Any byte, even part of a line, restarts the idle clock.
     idle?.start(this);
     const decoder = this.#decoder ??= new LineDecoder(
@@ -309,8 +307,7 @@ export class Connection implements LineConnection {
 
   #onError(error: Error) {
     if (this.#state === "open") {
-      this.#outcome = "reset";
-      this.#config.metrics.errors.reset++;
+      this.#endAs("reset");
       this.#config.logger.debug("connection {peer} lost: {error}", {
         peer: this.peerText,
         error: String(error),
@@ -334,9 +331,9 @@ export class Connection implements LineConnection {
       while (this.#next < frames.length) {
         const frame = frames[this.#next++];
         if (frame === LINE_TOO_LONG) {
-          this.#config.metrics.errors.line_too_long++;
           this.#out += this.#config.tooLongReply;
-          this.#answered();
+          this.#lines++;
+          this.#config.metrics.lineTooLong();
           continue;
         }
         if (this.#config.logLines) {
@@ -397,7 +394,7 @@ export class Connection implements LineConnection {
 
   #answered() {
     this.#lines++;
-    this.#config.metrics.linesTotal++;
+    this.#config.metrics.lineAnswered();
   }
 
   /** A reply is a promise: read nothing more until it settles (request order is kept). */
@@ -460,7 +457,7 @@ export class Connection implements LineConnection {
     // One encoding call (Buffer.from would measure the string first).
     const bytes = encoder.encode(this.#out);
     this.#out = "";
-    this.#config.metrics.bytesSent += bytes.length;
+    this.#config.metrics.sent(bytes.length);
     this.#stream.write(bytes);
   }
 
@@ -472,7 +469,7 @@ export class Connection implements LineConnection {
 
   /** An unexpected exception: counted, logged with its stack; it ends this connection only. */
   #logFault(error: unknown) {
-    this.#config.metrics.errors.handler_fault++;
+    this.#config.metrics.handlerFault();
     this.#config.logger.error("connection {peer} failed: {error}", {
       peer: this.peerText,
       error: errorWithStack(error),
@@ -480,13 +477,12 @@ export class Connection implements LineConnection {
   }
 
   #disconnectSlowConsumer(queued: number) {
-    this.#config.metrics.errors.slow_consumer++;
+    this.#endAs("slow_consumer");
     this.#config.logger.warn(
       "connection {peer} does not read its lines ({queued} bytes waiting): disconnecting",
       { peer: this.peerText, queued },
     );
     this.#out = "";
-    this.#outcome = "slow_consumer";
     this.#state = "closing";
     this.#destroy();
   }
@@ -498,7 +494,7 @@ export class Connection implements LineConnection {
   #beginClosing(outcome: CloseReason, finalLine?: string) {
     if (this.#state !== "open") return;
     this.#state = "closing";
-    this.#outcome = outcome;
+    this.#endAs(outcome);
     this.#config.idle?.stop(this);
     this.#config.line?.stop(this);
     if (finalLine !== undefined) this.#out += finalLine + CRLF;
@@ -518,6 +514,16 @@ export class Connection implements LineConnection {
     this.#updateReading();
   }
 
+  /**
+   * Settles how this connection ends (once, while it is open) and counts
+   * the error that goes with it; the outcome itself is counted when the
+   * connection has closed.
+   */
+  #endAs(outcome: CloseReason) {
+    this.#outcome = outcome;
+    this.#config.metrics.connectionClosing(outcome);
+  }
+
   #destroy() {
     this.#stream.destroy();
   }
@@ -529,7 +535,6 @@ export class Connection implements LineConnection {
     this.#config.idle?.stop(this);
     this.#config.line?.stop(this);
     const { logger, metrics } = this.#config;
-    metrics.connectionsClosed[this.#outcome]++;
     logger.info(
       "connection closed {peer} after {durationMs} ms, {linesAnswered}, {reason}",
       {
@@ -543,7 +548,7 @@ export class Connection implements LineConnection {
     try {
       this.#session?.onClose?.(this.#outcome);
     } catch (error) {
-      metrics.errors.handler_fault++;
+      metrics.handlerFault();
       logger.error("close hook of {peer} failed: {error}", {
         peer: this.peerText,
         error: errorWithStack(error),

@@ -10,23 +10,27 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ConnectionLimit } from "./connection_limit.ts";
  * const limit = new ConnectionLimit(1);
- * limit.tryAcquire(); // true
- * limit.tryAcquire(); // false: the client is refused, it never takes a slot
+ * assert.equal(limit.tryAcquire(), true);
+ * // The next client is refused: it never takes a slot.
+ * assert.equal(limit.tryAcquire(), false);
+ * assert.equal(limit.active, 1);
  * limit.release();
+ * assert.equal(limit.tryAcquire(), true);
  * ```
  */
 export class ConnectionLimit {
   /** The most connections served at once. */
-  readonly max: number;
+  readonly #max: number;
   #active = 0;
 
   constructor(max: number) {
     if (!Number.isSafeInteger(max) || max < 1) {
       throw new RangeError(`Cannot use connection limit: received ${max}`);
     }
-    this.max = max;
+    this.#max = max;
   }
 
   /** Slots in use. */
@@ -36,7 +40,7 @@ export class ConnectionLimit {
 
   /** Takes a slot if one is free. */
   tryAcquire(): boolean {
-    if (this.#active >= this.max) return false;
+    if (this.#active >= this.#max) return false;
     this.#active++;
     return true;
   }

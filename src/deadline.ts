@@ -12,9 +12,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { settleWithin } from "./deadline.ts";
- * await settleWithin(new Promise(() => {}), 10); // false, after 10 ms
- * await settleWithin(Promise.resolve(), 10); // true
+ * assert.equal(await settleWithin(new Promise(() => {}), 10), false);
+ * assert.equal(await settleWithin(Promise.reject(new Error("x")), 10), true);
+ * const aborted = AbortSignal.abort();
+ * assert.equal(await settleWithin(new Promise(() => {}), 60_000, aborted), false);
  * ```
  */
 export function settleWithin(

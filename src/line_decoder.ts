@@ -40,7 +40,7 @@ function contentEnd(text: string, from: number, end: number): number {
 }
 
 /** Removes trailing space, tab, CR, VT and FF. */
-export function stripTrailingWhitespace(line: string): string {
+function stripTrailingWhitespace(line: string): string {
   const end = contentEnd(line, 0, line.length);
   return end === line.length ? line : line.slice(0, end);
 }
@@ -56,12 +56,13 @@ export function stripTrailingWhitespace(line: string): string {
  *
  * @example
  * ```ts
- * import { type Frame, LineDecoder } from "./line_decoder.ts";
- * const decoder = new LineDecoder(65536);
+ * import assert from "node:assert/strict";
+ * import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
+ * const decoder = new LineDecoder(8);
  * const frames: Frame[] = [];
- * decoder.push(new TextEncoder().encode("sum\r\n1,2"), frames);
- * decoder.push(new TextEncoder().encode(",4\n"), frames);
- * // frames is now ["sum", "1,2,4"]
+ * decoder.push(new TextEncoder().encode("sum \r\n1,2"), frames);
+ * decoder.push(new TextEncoder().encode(",4\n123456789\n"), frames);
+ * assert.deepEqual(frames, ["sum", "1,2,4", LINE_TOO_LONG]);
  * ```
  */
 export class LineDecoder {

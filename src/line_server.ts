@@ -271,13 +271,8 @@ export class LineServer {
       handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
     }).finally(() => this.#settingUp.delete(socket));
     if (!setup.ok) {
-      if (setup.failure === "reset") {
-        metrics.errors.reset++;
-        metrics.connectionsClosed.reset++;
-        return;
-      }
-      metrics.errors[setup.failure]++;
-      metrics.connectionsClosed[setup.failure]++;
+      metrics.notAdmitted(setup.failure);
+      if (setup.failure === "reset") return;
       const details = {
         peer: formatAddr(setup.socketPeer),
         reason: setup.reason,
@@ -314,7 +309,7 @@ export class LineServer {
       perAddress?.release(peer.hostname);
       return "full";
     }
-    this.metrics.connectionsActive++;
+    this.metrics.connectionAdmitted();
     return ++this.#served;
   }
 
@@ -346,12 +341,12 @@ export class LineServer {
     connection.run();
   }
 
-  /** A connection task has ended: its slots are free. */
+  /** A connection task has ended: it is counted, its slots are free. */
   #ended(connection: Connection) {
     this.#connections.delete(connection);
     this.#limit.release();
     this.#perAddress?.release(connection.peer.hostname);
-    this.metrics.connectionsActive--;
+    this.metrics.connectionEnded(connection.outcome);
     this.#checkAllEnded();
   }
 
@@ -368,8 +363,7 @@ export class LineServer {
     outcome: Refusal,
   ): Promise<void> {
     const { metrics, logger } = this.#settings;
-    metrics.errors[outcome]++;
-    metrics.connectionsClosed[outcome]++;
+    metrics.notAdmitted(outcome);
     logger.debug("connection refused {peer}: {reason}", {
       peer: formatAddr(peer),
       reason: outcome,
@@ -378,12 +372,12 @@ export class LineServer {
       (outcome === "refused_busy"
         ? ServerReplies.tooManyConnections
         : ServerReplies.tooManyFromAddress) + "\r\n";
-    metrics.bytesSent += line.length;
+    metrics.sent(line.length);
     await closeWithText(stream, line);
   }
 
   async #drain(): Promise<ShutdownSummary> {
-    this.metrics.draining = 1;
+    this.metrics.drainingStarted();
     await this.#closeListener();
     const open = [...this.#connections];
     this.#closeIdleConnections(open);
@@ -548,7 +542,7 @@ export async function startServer(
     port: settings.port,
     reusePort: settings.reusePort,
     logger: settings.logger,
-    onAcceptError: (kind) => settings.metrics.acceptErrors[kind]++,
+    metrics: settings.metrics,
   });
   return new LineServer(listener, settings);
 }

@@ -53,7 +53,7 @@ function renderMessage(record: LogRecord): string {
 }
 
 /** `2026-11-26T02:33:17.123Z INFO  listening on 127.0.0.1:8080` */
-export function formatText(record: LogRecord): string {
+function formatText(record: LogRecord): string {
   const time = new Date(record.timestamp).toISOString();
   return `${time} ${LEVEL_NAMES[record.level].padEnd(5)} ${
     renderMessage(record)
@@ -61,7 +61,7 @@ export function formatText(record: LogRecord): string {
 }
 
 /** One JSON object per line: time, level, logger, message, then the properties. */
-export function formatJson(record: LogRecord): string {
+function formatJson(record: LogRecord): string {
   return JSON.stringify({
     time: new Date(record.timestamp).toISOString(),
     level: record.level,
@@ -87,6 +87,23 @@ export function formatJson(record: LogRecord): string {
  */
 export function plural(n: number, noun: string): string {
   return `${n} ${n === 1 ? noun : `${noun}s`}`;
+}
+
+/**
+ * An error as one line: the first line of its message, for the one-line
+ * errors of the command line and of a worker that cannot start.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { firstLine } from "./logging.ts";
+ * assert.equal(firstLine(new Error("Bad file\n  details")), "Bad file");
+ * assert.equal(firstLine("plain"), "plain");
+ * ```
+ */
+export function firstLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split("\n")[0];
 }
 
 /** An error as logged for a fault: its stack when it has one, so the log shows where. */

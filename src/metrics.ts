@@ -1,6 +1,8 @@
 /**
- * Counters and gauges, kept where the events happen and rendered in the
- * Prometheus text format for the admin endpoint.
+ * Counters and gauges, rendered in the Prometheus text format for the admin
+ * endpoint. Every event is counted by one method of {@linkcode ServerMetrics},
+ * called once where the event happens; the method updates every series the
+ * event belongs to, so no two places can count it differently.
  *
  * @module
  */
@@ -30,6 +32,31 @@ export type ErrorKind =
   | "handler_fault"
   | "handshake_failed"
   | "proxy_header_invalid";
+
+/**
+ * How a client that was never admitted ended: refused by a limit, failed
+ * its TLS handshake or PROXY header, or reset during them. Each is an
+ * outcome and an error kind of the same name.
+ */
+export type NotAdmittedOutcome =
+  | "refused_busy"
+  | "refused_per_ip"
+  | "handshake_failed"
+  | "proxy_header_invalid"
+  | "reset";
+
+/**
+ * The error kind counted when an admitted connection's way of ending is
+ * decided, for the outcomes that are errors. (`fault` is not here: its
+ * error, `handler_fault`, is counted at the fault itself, which a close
+ * hook can also raise.)
+ */
+const ERROR_OF_ENDING: Partial<Record<CloseReason, ErrorKind>> = {
+  idle_timeout: "idle_timeout",
+  line_timeout: "line_timeout",
+  slow_consumer: "slow_consumer",
+  reset: "reset",
+};
 
 /** The `kind` label of `lineserver_accept_errors_total`. */
 export type AcceptErrorKind = "peer_reset" | "exhausted" | "other";
@@ -88,15 +115,35 @@ export interface MetricsSnapshot {
 }
 
 /**
- * A server's metrics. Plain fields: incrementing one is as cheap as the
- * event it counts, so the hot path pays nothing noticeable.
+ * A server's metrics: plain fields to read, and one method per event to
+ * count it. Each method is a few field increments, so the hot path (bytes
+ * and lines) pays nothing noticeable.
+ *
+ * Where a connection ends with an error (an idle timeout, say), the error is
+ * counted when it happens and the outcome once the connection has closed,
+ * usually a moment later: `lineserver_errors_total{kind="idle_timeout"}`
+ * can run ahead of `lineserver_connections_total{outcome="idle_timeout"}`
+ * for as long as the closing takes, never behind it.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ServerMetrics } from "./metrics.ts";
  * const metrics = new ServerMetrics();
- * metrics.linesTotal += 3;
- * metrics.render().includes("lineserver_lines_total 3"); // true
+ * metrics.connectionAdmitted();
+ * metrics.lineAnswered();
+ * metrics.lineTooLong();
+ * metrics.connectionClosing("idle_timeout");
+ * metrics.connectionEnded("idle_timeout");
+ * metrics.notAdmitted("refused_busy");
+ * const text = metrics.render();
+ * assert.match(text, /^lineserver_lines_total 2$/m);
+ * assert.match(text, /^lineserver_errors_total\{kind="line_too_long"\} 1$/m);
+ * assert.match(text, /^lineserver_errors_total\{kind="idle_timeout"\} 1$/m);
+ * assert.match(text, /^lineserver_connections_total\{outcome="idle_timeout"\} 1$/m);
+ * assert.match(text, /^lineserver_errors_total\{kind="refused_busy"\} 1$/m);
+ * assert.match(text, /^lineserver_connections_total\{outcome="refused_busy"\} 1$/m);
+ * assert.match(text, /^lineserver_connections_active 0$/m);
  * ```
  */
 export class ServerMetrics {
@@ -120,6 +167,68 @@ export class ServerMetrics {
   readonly acceptErrors: Record<AcceptErrorKind, number> = zeroed(
     ACCEPT_ERROR_KINDS,
   );
+
+  /** Bytes were read from a client. */
+  received(bytes: number): void {
+    this.bytesReceived += bytes;
+  }
+
+  /** Bytes were written to a client. */
+  sent(bytes: number): void {
+    this.bytesSent += bytes;
+  }
+
+  /** A request line was answered. */
+  lineAnswered(): void {
+    this.linesTotal++;
+  }
+
+  /** A request line over the limit was answered with the line-too-long error. */
+  lineTooLong(): void {
+    this.errors.line_too_long++;
+    this.linesTotal++;
+  }
+
+  /** A session threw (in `createSession`, `reply` or `onClose`). */
+  handlerFault(): void {
+    this.errors.handler_fault++;
+  }
+
+  /** A client took a slot. */
+  connectionAdmitted(): void {
+    this.connectionsActive++;
+  }
+
+  /**
+   * An admitted connection's way of ending is decided (its last lines may
+   * still be on their way): counts the error of that outcome, if it is one.
+   */
+  connectionClosing(outcome: CloseReason): void {
+    const kind = ERROR_OF_ENDING[outcome];
+    if (kind !== undefined) this.errors[kind]++;
+  }
+
+  /** An admitted connection has closed and given its slot back. */
+  connectionEnded(outcome: CloseReason): void {
+    this.connectionsClosed[outcome]++;
+    this.connectionsActive--;
+  }
+
+  /** A client was never admitted: its outcome, and the error of the same name. */
+  notAdmitted(outcome: NotAdmittedOutcome): void {
+    this.errors[outcome]++;
+    this.connectionsClosed[outcome]++;
+  }
+
+  /** An accept failed. */
+  acceptFailed(kind: AcceptErrorKind): void {
+    this.acceptErrors[kind]++;
+  }
+
+  /** The server began to shut down. */
+  drainingStarted(): void {
+    this.draining = 1;
+  }
 
   /** A plain copy of every value, to send between workers. */
   snapshot(): MetricsSnapshot {
@@ -154,25 +263,25 @@ export class ServerMetrics {
   /** The Prometheus text exposition of every metric. */
   render(): string {
     const lines = [
-      "# HELP lineserver_connections_active Connections currently open (holding a slot).",
+      "# HELP lineserver_connections_active Connections currently open (holding a slot). Alert when near --max-connections.",
       "# TYPE lineserver_connections_active gauge",
       `lineserver_connections_active ${this.connectionsActive}`,
-      "# HELP lineserver_connections_total Connections ended, by how they ended.",
+      "# HELP lineserver_connections_total Connections ended, by how they ended, counted once closed (clients never admitted included). Alert on forced rising (drains do not finish in --shutdown-timeout).",
       "# TYPE lineserver_connections_total counter",
       ...OUTCOMES.map((o) =>
         `lineserver_connections_total{outcome="${o}"} ${
           this.connectionsClosed[o]
         }`
       ),
-      "# HELP lineserver_lines_total Request lines answered.",
+      "# HELP lineserver_lines_total Request lines answered (too-long lines included).",
       "# TYPE lineserver_lines_total counter",
       `lineserver_lines_total ${this.linesTotal}`,
-      "# HELP lineserver_errors_total Errors, by kind.",
+      "# HELP lineserver_errors_total Errors, by kind, counted when they happen. Kinds named like an outcome of lineserver_connections_total count the same clients (the connection closes a moment later). Alert on handler_fault above 0 (a bug), refused_busy rising (the server is full), proxy_header_invalid above 0.",
       "# TYPE lineserver_errors_total counter",
       ...ERROR_KINDS.map((k) =>
         `lineserver_errors_total{kind="${k}"} ${this.errors[k]}`
       ),
-      "# HELP lineserver_accept_errors_total Failed accepts, by kind.",
+      "# HELP lineserver_accept_errors_total Failed accepts, by kind. peer_reset is harmless; alert on exhausted above 0 (out of file descriptors: raise the limit).",
       "# TYPE lineserver_accept_errors_total counter",
       ...ACCEPT_ERROR_KINDS.map((k) =>
         `lineserver_accept_errors_total{kind="${k}"} ${this.acceptErrors[k]}`
@@ -183,7 +292,7 @@ export class ServerMetrics {
       "# HELP lineserver_bytes_sent_total Bytes written to clients.",
       "# TYPE lineserver_bytes_sent_total counter",
       `lineserver_bytes_sent_total ${this.bytesSent}`,
-      "# HELP lineserver_draining 1 while the server is shutting down.",
+      "# HELP lineserver_draining 1 while the server is shutting down. Alert when 1 for longer than --shutdown-timeout (a stuck stop).",
       "# TYPE lineserver_draining gauge",
       `lineserver_draining ${this.draining}`,
     ];

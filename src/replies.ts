@@ -9,8 +9,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ServerReplies } from "./replies.ts";
- * ServerReplies.lineTooLong(16); // "ERROR. Line too long (max 16 bytes)"
+ * assert.equal(
+ *   ServerReplies.lineTooLong(16),
+ *   "ERROR. Line too long (max 16 bytes)",
+ * );
  * ```
  */
 export const ServerReplies = {

@@ -22,7 +22,7 @@ export interface Clock {
 }
 
 /** The real clock. */
-export const systemClock: Clock = {
+const systemClock: Clock = {
   now: () => Date.now(),
   schedule: (callback, ms) => {
     const timer = setTimeout(callback, ms);
@@ -48,7 +48,7 @@ export const systemClock: Clock = {
  * ```
  */
 export class TimeoutTracker<T> {
-  readonly timeoutMs: number;
+  readonly #timeoutMs: number;
   readonly #onExpire: (target: T) => void;
   readonly #clock: Clock;
   /** Oldest start first: Map keeps insertion order, and start re-inserts. */
@@ -64,21 +64,17 @@ export class TimeoutTracker<T> {
     if (!(timeoutMs > 0)) {
       throw new RangeError(`Cannot use timeout: received ${timeoutMs}`);
     }
-    this.timeoutMs = timeoutMs;
+    this.#timeoutMs = timeoutMs;
     this.#onExpire = onExpire;
     this.#clock = clock;
   }
 
-  /** True while `target`'s clock runs. */
-  has(target: T): boolean {
-    return this.#startedAt.has(target);
-  }
-
-  /** (Re)starts `target`'s clock at `now`. */
-  start(target: T, now: number = this.#clock.now()): void {
+  /** (Re)starts `target`'s clock now. */
+  start(target: T): void {
+    const now = this.#clock.now();
     this.#startedAt.delete(target);
     this.#startedAt.set(target, now);
-    if (this.#timer === undefined) this.#arm(now + this.timeoutMs);
+    if (this.#timer === undefined) this.#arm(now + this.#timeoutMs);
   }
 
   /** Stops `target`'s clock; it will not expire unless started again. */
@@ -103,8 +99,8 @@ export class TimeoutTracker<T> {
     this.#timer = undefined;
     const now = this.#clock.now();
     for (const [target, startedAt] of this.#startedAt) {
-      if (startedAt + this.timeoutMs > now) {
-        this.#arm(startedAt + this.timeoutMs);
+      if (startedAt + this.#timeoutMs > now) {
+        this.#arm(startedAt + this.#timeoutMs);
         return;
       }
       this.#startedAt.delete(target);

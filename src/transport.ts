@@ -14,7 +14,7 @@
  */
 import net from "node:net";
 import type { Logger } from "@logtape/logtape";
-import type { AcceptErrorKind } from "./metrics.ts";
+import type { AcceptErrorKind, ServerMetrics } from "./metrics.ts";
 
 /** Where a listener is bound. */
 export interface ListenAddress {
@@ -27,8 +27,8 @@ export interface ListenOptions extends ListenAddress {
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). */
   reusePort?: boolean;
   logger: Logger;
-  /** Counts an accept that failed. */
-  onAcceptError?: (kind: AcceptErrorKind) => void;
+  /** Where failed accepts are counted. */
+  metrics: ServerMetrics;
 }
 
 /**
@@ -120,7 +120,7 @@ export class TcpListener implements AsyncIterable<net.Socket> {
     // A listening server's errors are accept failures; none may end it.
     server.on("error", (error: Error & { code?: string }) => {
       const kind = classifyAcceptError(error);
-      this.#options.onAcceptError?.(kind);
+      this.#options.metrics.acceptFailed(kind);
       this.#options.logger.warn("accept failed: {error}", {
         error: String(error),
       });
@@ -141,11 +141,11 @@ export class TcpListener implements AsyncIterable<net.Socket> {
   #keepAccepting = () => {
     if (this.#closed) return;
     if (Date.now() - this.#lastAccept < ACCEPT_CHECK_INTERVAL_MS) return;
-    const { logger, onAcceptError } = this.#options;
+    const { logger, metrics } = this.#options;
     if (outOfDescriptors()) {
       if (!this.#exhausted) {
         this.#exhausted = true;
-        onAcceptError?.("exhausted");
+        metrics.acceptFailed("exhausted");
         logger.warn(
           "accept failed: out of file descriptors; trying again every {ms} ms",
           { ms: ACCEPT_CHECK_INTERVAL_MS },

@@ -66,9 +66,7 @@ Deno.test({
       "--log-level",
       "warning",
     ]);
-    const adminPort = Number(
-      (await server.waitForStderr(/admin listening on [^\s]+:(\d+)/, 10000))[1],
-    );
+    const adminPort = server.adminPort;
     const latencies: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       server.child.kill("SIGSTOP");

@@ -1,5 +1,5 @@
 /**
- * The admin endpoint (SPEC §8, `--admin-port`): first `src/admin.ts` on its
+ * The admin endpoint (`--admin-port`): first `src/admin.ts` on its
  * own, then through `server.ts`, where `/metrics` must count real traffic
  * exactly and `/healthz` must turn 503 for as long as a drain lasts.
  */
@@ -11,11 +11,15 @@ import {
   type Scrape,
   scrapeMetrics,
   waitForHealth,
+  waitForMetric,
 } from "./support/admin_client.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import {
+  ADMIN_LISTENING,
+  ServerProcess,
+  startWithAdmin,
+} from "./support/server_process.ts";
 
-const ADMIN_LISTENING = /admin listening on (\S+):(\d+)/;
 const MAIN_LISTENING = /(?<!admin )listening on (\S+):(\d+)/;
 
 // ---------------------------------------------------------------------------
@@ -177,25 +181,13 @@ function value(scrape: Scrape, series: string): number {
   return v!;
 }
 
-async function startWithAdmin(args: string[]) {
-  const server = await ServerProcess.start([
-    "--port",
-    "0",
-    "--admin-port",
-    "0",
-    ...args,
-  ]);
-  try {
-    const match = await server.waitForStderr(ADMIN_LISTENING, 5000);
-    return { server, adminHost: match[1], adminPort: Number(match[2]) };
-  } catch (error) {
-    await server.stop();
-    throw error;
-  }
+async function startAdmin(args: string[]) {
+  const server = await startWithAdmin(args);
+  return { server, adminHost: server.adminHost, adminPort: server.adminPort };
 }
 
 Deno.test("server --admin-port 0: announces itself after the main listener and serves /healthz", async () => {
-  const { server, adminHost, adminPort } = await startWithAdmin([]);
+  const { server, adminHost, adminPort } = await startAdmin([]);
   await using _ = server;
   assert.equal(adminHost, "127.0.0.1"); // Binds to --host.
   assert.notEqual(adminPort, server.port);
@@ -222,7 +214,7 @@ Deno.test("server --admin-port 0: announces itself after the main listener and s
 });
 
 Deno.test("server /metrics: every series is exposed with its type and counts traffic exactly", async () => {
-  const { server, adminPort } = await startWithAdmin([
+  const { server, adminPort } = await startAdmin([
     "--max-line-bytes",
     "8",
     "--max-connections",
@@ -268,17 +260,10 @@ Deno.test("server /metrics: every series is exposed with its type and counts tra
     await client.expectClosed();
   }
 
-  // The server finishes its bookkeeping after closing: wait for it (bounded).
-  let after = await scrapeMetrics(adminPort);
-  const deadline = Date.now() + 5000;
-  while (
-    value(after, 'lineserver_connections_total{outcome="quit"}') ===
-      value(before, 'lineserver_connections_total{outcome="quit"}') &&
-    Date.now() < deadline
-  ) {
-    await new Promise((resolve) => setTimeout(resolve, 25));
-    after = await scrapeMetrics(adminPort);
-  }
+  // The server finishes its bookkeeping after closing: wait for it.
+  const quit = 'lineserver_connections_total{outcome="quit"}';
+  await waitForMetric(adminPort, quit, (n) => n > value(before, quit));
+  const after = await scrapeMetrics(adminPort);
 
   const expected = new Map<string, number>(SERIES.map(([s]) => [s, 0]));
   expected.set('lineserver_connections_total{outcome="quit"}', 1);
@@ -310,7 +295,7 @@ Deno.test("server /metrics with --workers 2 counts the traffic of every worker",
     { denoFlags: [`--allow-read=${projectRoot}`] },
   );
   await using _ = server;
-  const adminPort = Number((await server.waitForStderr(ADMIN_LISTENING))[2]);
+  const adminPort = server.adminPort;
   const clients: LineClient[] = [];
   try {
     for (let i = 0; i < 4; i++) {
@@ -332,9 +317,9 @@ Deno.test("server /metrics with --workers 2 counts the traffic of every worker",
 });
 
 Deno.test("server /healthz: 503 draining for as long as the drain lasts", async () => {
-  const { server, adminPort } = await startWithAdmin([
+  const { server, adminPort } = await startAdmin([
     "--shutdown-timeout",
-    "10",
+    "600",
   ]);
   await using _ = server;
   assert.equal((await httpGet(adminPort, "/healthz")).status, 200);
@@ -342,7 +327,11 @@ Deno.test("server /healthz: 503 draining for as long as the drain lasts", async 
   using client = await LineClient.connect(server.port);
   assert.equal(await client.readLine(), "<welcome: starting in sum mode>");
   await client.send("1,2"); // Half a line: the drain waits for the rest.
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await waitForMetric(
+    adminPort,
+    "lineserver_bytes_received_total",
+    (n) => n === 3,
+  );
   server.signal("SIGTERM");
 
   const draining = await waitForHealth(

@@ -1,8 +1,8 @@
 /**
- * The calculator protocol (SPEC §3) over real sockets against an in-process
+ * The calculator protocol over real sockets against an in-process
  * server started through `mod.ts`: the transcript, exact commands, integer
  * syntax, exact arithmetic, and a mode per connection that no other client
- * affects or delays. The line framing (SPEC §2) is in `framing_socket_test.ts`.
+ * affects or delays. The line framing is in `framing_socket_test.ts`.
  * Every reply is compared byte for byte (LineClient checks the `\r\n`).
  */
 import assert from "node:assert/strict";
@@ -20,7 +20,7 @@ import {
 } from "./support/calc_replies.ts";
 import { withServer } from "./support/socket_harness.ts";
 
-Deno.test("calc: the SPEC §3 transcript, byte for byte", async () => {
+Deno.test("calc: the documented transcript, byte for byte", async () => {
   await withServer({ protocol: calculatorProtocol }, async ({ connect }) => {
     const client = await connect();
     assert.equal(await client.readLine(), WELCOME);
@@ -133,7 +133,7 @@ Deno.test("calc: integer syntax follows Python int() on ASCII", async () => {
       ["1;2", NOT_INTEGERS],
       ["\u0661,2", NOT_INTEGERS], // ARABIC-INDIC DIGIT ONE: not ASCII
       ["\uff11", NOT_INTEGERS], // FULLWIDTH DIGIT ONE
-      // SPEC allows only spaces/tabs around an item (NO-BREAK SPACE is not).
+      // Only spaces and tabs may surround an item (NO-BREAK SPACE may not).
       ["1\u00a0,2", NOT_INTEGERS],
     ];
     await client.send(cases.map(([line]) => `${line}\n`).join(""));

@@ -1,12 +1,11 @@
 /**
- * The echo protocol (SPEC §4) over real sockets against an in-process server:
+ * The echo protocol over real sockets against an in-process server:
  * no welcome, every framed line comes back, the line limit applies.
  */
 import assert from "node:assert/strict";
 import { echoProtocol } from "../mod.ts";
 import { ByteReader, bytes, withServer } from "./support/socket_harness.ts";
-
-const tooLong = (max: number) => `ERROR. Line too long (max ${max} bytes)`;
+import { tooLong } from "./support/calc_replies.ts";
 
 Deno.test("echo: no welcome; the first line read is the first echo", async () => {
   await withServer({ protocol: echoProtocol }, async ({ connect }) => {

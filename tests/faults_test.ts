@@ -1,26 +1,26 @@
 /**
- * Faults stay inside one connection (SPEC §5 "Dead peers", "Faults"): peers
- * that reset or vanish with replies pending, and a protocol session that
- * throws, end only their own connection; every other client, and new ones,
- * are served. In-process servers (mod.ts), so the sanitizers also check that
- * the server leaves no resource or op behind.
+ * Faults stay inside one connection ("Dead peers", "Faults"): peers that
+ * reset or vanish with replies pending, and a protocol session that throws,
+ * end only their own connection; every other client, and new ones, are
+ * served. In-process servers (mod.ts), so the sanitizers also check that the
+ * server leaves no resource or op behind. A freed slot is used once the
+ * server's metrics show it free, never after a guessed delay.
  */
 import assert from "node:assert/strict";
 import { type LineProtocol, type LineSession, startServer } from "../mod.ts";
-import { delay } from "./support/deadline.ts";
-import { LineClient } from "./support/line_client.ts";
+import { ask, sum } from "./support/calc_replies.ts";
+import { delay, waitFor } from "./support/deadline.ts";
+import type { LineClient } from "./support/line_client.ts";
 import { ServerProcess } from "./support/server_process.ts";
-import { connectGreeted, connectWhenSlotFree } from "./support/hardening.ts";
+import {
+  type Harness,
+  untilActive,
+  withServer,
+} from "./support/socket_harness.ts";
+import { connectGreeted } from "./support/hardening.ts";
 
 const HOST = "127.0.0.1";
 const encoder = new TextEncoder();
-const sum = (n: number) => `Sum of input integers: '${n}'`;
-
-/** Sends `request` and asserts the reply line. */
-async function ask(client: LineClient, request: string, expected: string) {
-  await client.send(request);
-  assert.equal(await client.readLine(2000), expected);
-}
 
 /**
  * Connects, sends `requests` and closes at once without reading anything:
@@ -41,20 +41,6 @@ async function connectSendVanish(
     // The server may already have dropped us (e.g. limit reached): fine.
   } finally {
     conn.close();
-  }
-}
-
-/** Serves `count` more clients at once (retrying while slots are freed). */
-async function serveMany(port: number, count: number): Promise<LineClient[]> {
-  const clients: LineClient[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      clients.push(await connectWhenSlotFree(port, { timeoutMs: 3000 }));
-    }
-    return clients;
-  } catch (error) {
-    for (const client of clients) client.close();
-    throw error;
   }
 }
 
@@ -82,10 +68,12 @@ Deno.test("dead peers: clients that reset with replies pending end only their ow
       );
       // A client connected the whole time is answered after every round.
       await ask(steady, `${round},1\n`, sum(round + 1));
-      await delay(20);
     }
     // Every vanished client gave its slot back: the limit is reachable again.
-    clients.push(...await serveMany(port, maxConnections - 1));
+    await untilActive(server, 1);
+    for (let i = 1; i < maxConnections; i++) {
+      clients.push(await connectGreeted(port));
+    }
     for (const [i, client] of clients.entries()) {
       await ask(client, `${i},2\n`, sum(i + 2));
     }
@@ -113,7 +101,13 @@ Deno.test("dead peers: a reset is quiet (no warning, no stack trace); the proces
     } finally {
       client.close();
     }
-    await delay(200); // let the server log whatever it logs for the resets
+    // Whatever the server logs for a connection, it logs before the line
+    // that says it closed: once all 31 are there, nothing more is coming.
+    await waitFor(
+      "the server to log every connection closed",
+      () => server.stderr.match(/connection closed /g)?.length === 31,
+      10000,
+    );
     assert.equal(server.exited, undefined);
     assert.doesNotMatch(
       server.stderr,
@@ -165,66 +159,63 @@ async function expectDropped(client: LineClient, what: string) {
   });
 }
 
+/**
+ * Once the bystander is the only client holding a slot (the failed one gave
+ * its own back), connects another: it is greeted and answers `request`.
+ */
+async function serveAnother(
+  { server, connect }: Harness,
+  request: string,
+): Promise<LineClient> {
+  await untilActive(server, 1);
+  const client = await connect();
+  assert.equal(await client.readLine(), "ready");
+  await ask(client, `${request}\n`, `ok: ${request}`);
+  return client;
+}
+
 Deno.test("faults: a session that throws closes only its connection", async () => {
   // Two slots: the next client can only be served if the failed one gave its slot back.
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    protocol: faultyProtocol(),
-    maxConnections: 2,
-    shutdownTimeoutMs: 1000,
-  });
-  const port = server.addr.port;
-  const clients: LineClient[] = [];
-  try {
-    const bystander = await connectGreeted(port, "ready");
-    const victim = await connectGreeted(port, "ready");
-    clients.push(bystander, victim);
-    await ask(victim, "before\n", "ok: before");
-    await victim.send("boom\n");
-    await expectDropped(victim, "after a thrown error");
-    await ask(bystander, "still here\n", "ok: still here");
+  await withServer(
+    { protocol: faultyProtocol(), maxConnections: 2 },
+    async (harness) => {
+      const bystander = await connectGreeted(harness.port, "ready");
+      const victim = await connectGreeted(harness.port, "ready");
+      try {
+        await ask(victim, "before\n", "ok: before");
+        await victim.send("boom\n");
+        await expectDropped(victim, "after a thrown error");
+        await ask(bystander, "still here\n", "ok: still here");
 
-    const second = await connectWhenSlotFree(port, { greeting: "ready" });
-    clients.push(second);
-    await ask(second, "hello\n", "ok: hello");
-    await second.send("async boom\n");
-    await expectDropped(second, "after a rejected reply promise");
-    await ask(bystander, "and here\n", "ok: and here");
+        const second = await serveAnother(harness, "hello");
+        await second.send("async boom\n");
+        await expectDropped(second, "after a rejected reply promise");
+        await ask(bystander, "and here\n", "ok: and here");
 
-    const third = await connectWhenSlotFree(port, { greeting: "ready" });
-    clients.push(third);
-    await ask(third, "fine\n", "ok: fine");
-  } finally {
-    for (const client of clients) client.close();
-    await server.shutdown();
-  }
+        await serveAnother(harness, "fine");
+      } finally {
+        bystander.close();
+        victim.close();
+      }
+    },
+  );
 });
 
 Deno.test("faults: createSession throwing closes only that connection", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    protocol: faultyProtocol([2, 3]),
-    maxConnections: 2,
-    shutdownTimeoutMs: 1000,
-  });
-  const port = server.addr.port;
-  const clients: LineClient[] = [];
-  try {
-    const bystander = await connectGreeted(port, "ready");
-    clients.push(bystander);
-    for (const n of [2, 3]) {
-      const failing = await LineClient.connect(port);
-      clients.push(failing);
-      await expectDropped(failing, `session #${n}`);
-    }
-    await ask(bystander, "alive\n", "ok: alive");
-    const fourth = await connectWhenSlotFree(port, { greeting: "ready" });
-    clients.push(fourth);
-    await ask(fourth, "served\n", "ok: served");
-  } finally {
-    for (const client of clients) client.close();
-    await server.shutdown();
-  }
+  await withServer(
+    { protocol: faultyProtocol([2, 3]), maxConnections: 2 },
+    async (harness) => {
+      const bystander = await connectGreeted(harness.port, "ready");
+      try {
+        for (const n of [2, 3]) {
+          const failing = await harness.connect();
+          await expectDropped(failing, `session #${n}`);
+        }
+        await ask(bystander, "alive\n", "ok: alive");
+        await serveAnother(harness, "served");
+      } finally {
+        bystander.close();
+      }
+    },
+  );
 });

@@ -1,5 +1,5 @@
 /**
- * The line framing (SPEC §2) over real sockets against an in-process server
+ * The line framing (docs/protocol.md, "Framing") over real sockets against an in-process server
  * started through `mod.ts`: pipelining, one byte per write, CR and LF,
  * half-close, UTF-8 across writes, and the line limit. Mostly through the
  * calculator, whose replies show how each line was framed; raw bytes through

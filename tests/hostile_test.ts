@@ -1,5 +1,5 @@
 /**
- * Hostile input (SPEC §2, §5): several clients at once send random bytes (NUL,
+ * Hostile input: several clients at once send random bytes (NUL,
  * 0xFF, lone CR, broken UTF-8, lines far over the limit, lines at the limit,
  * bursts of LF) for a few seconds. Every complete line still gets exactly one
  * reply in order, over-long lines are answered in their place, a normal
@@ -242,7 +242,7 @@ async function hostileClient(port: number, seed: number, id: number) {
   }
 }
 
-/** The SPEC §3 transcript, each reply within 2 s. */
+/** The calculator transcript, each reply within 2 s. */
 async function normalTranscript(client: LineClient) {
   const steps: [string, string][] = [
     ["1,2,4\n", "Sum of input integers: '7'"],

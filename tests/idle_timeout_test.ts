@@ -1,17 +1,17 @@
 /**
- * The idle timeout (SPEC §5): a connection from which nothing has been
- * received for `--idle-timeout` gets the idle line and is closed, whether or
- * not its replies could be written. In-process servers (mod.ts) where only the
- * wire is observed; the command-line option is in `connection_limit_test.ts`.
+ * The idle timeout: a connection from which nothing has been received for
+ * `--idle-timeout` gets the idle line and is closed, whether or not its
+ * replies could be written. In-process servers (mod.ts); the command-line
+ * option is in `connection_limit_test.ts`, the exact timing on a manual
+ * clock in `connection_test.ts`.
  */
 import assert from "node:assert/strict";
 import { startServer } from "../mod.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
-import { delay, withTimeout } from "./support/deadline.ts";
+import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import {
   connectGreeted,
-  connectWhenSlotFree,
   floodUntilStalled,
   IDLE_LINE,
   MiB,
@@ -80,23 +80,60 @@ Deno.test("idle timeout: every received byte, even inside a line, restarts the c
   }
 });
 
-Deno.test("idle timeout: 0 disables it", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    idleTimeoutMs: 0,
-    shutdownTimeoutMs: 1000,
-  });
-  const client = await connectGreeted(server.addr.port);
+/** The delays of the timers set while `body` runs. */
+async function timersSetDuring(body: () => Promise<void>): Promise<number[]> {
+  const original = globalThis.setTimeout;
+  const delays: number[] = [];
+  globalThis.setTimeout = ((callback: () => void, ms?: number) => {
+    delays.push(ms ?? 0);
+    return original(callback, ms);
+  }) as typeof setTimeout;
   try {
-    await delay(1200);
-    // Had the server timed the client out, this would read the idle line.
-    await ask(client, "1,2\n", sum(3));
-    assert.equal(client.buffered.length, 0);
+    await body();
   } finally {
-    client.close();
-    await server.shutdown();
+    globalThis.setTimeout = original;
   }
+  return delays;
+}
+
+Deno.test("idle timeout: 0 disables it, where the default would arm a clock of 300 s", async () => {
+  // A server keeps one timer per timeout (see TimeoutTracker), armed when a
+  // connection's clock starts. The default arms one of 300 s for a new
+  // client; 0 must arm none at all, neither a longer nor a shorter one. The
+  // test's own client waits with a bound of its own, told apart by value.
+  const clientWaitMs = 4321;
+  const serverTimers = async (idleTimeoutMs: number | undefined) => {
+    const server = await startServer({
+      hostname: HOST,
+      port: 0,
+      idleTimeoutMs,
+      lineTimeoutMs: 0,
+    });
+    let client: LineClient | undefined;
+    try {
+      const delays = await timersSetDuring(async () => {
+        client = await LineClient.connect(server.addr.port, {
+          timeoutMs: clientWaitMs,
+        });
+        assert.equal(await client.readLine(clientWaitMs), WELCOME);
+        await ask(client, "1,2\n", sum(3), clientWaitMs);
+      });
+      // Had the server timed the client out, this would read the idle line.
+      await ask(client!, "3,4\n", sum(7));
+      assert.equal(client!.buffered.length, 0);
+      return delays.filter((ms) => ms !== clientWaitMs);
+    } finally {
+      client?.close();
+      await server.shutdown();
+    }
+  };
+  const byDefault = await serverTimers(undefined);
+  assert.equal(byDefault.length, 1, `timers: ${byDefault}`);
+  assert.ok(
+    byDefault[0] > 299_000 && byDefault[0] <= 300_000,
+    `the default idle clock: ${byDefault[0]} ms`,
+  );
+  assert.deepEqual(await serverTimers(0), [], "no idle clock with 0");
 });
 
 Deno.test("idle timeout: a client that stops reading is still closed, with replies unsent", async () => {
@@ -122,15 +159,16 @@ Deno.test("idle timeout: a client that stops reading is still closed, with repli
       maxMs: 8000,
     });
     pending = flood.pending;
-    const silentSince = performance.now();
-    // While the flooder holds the slot, probes are turned away; then one is served.
-    const probe = await connectWhenSlotFree(port, { timeoutMs: idleMs + 5000 });
-    probes.push(probe);
-    const freedAfter = performance.now() - silentSince;
-    assert.ok(
-      freedAfter <= idleMs + 4000,
-      `slot freed ${freedAfter.toFixed(0)} ms after the flood went silent`,
+    // The server closes the flooder at its idle timeout although the
+    // replies cannot be written; only that frees the one slot.
+    await waitFor(
+      "the flooder to be closed at its idle timeout",
+      () => server.metrics.connectionsClosed.idle_timeout === 1,
+      idleMs + 10000,
     );
+    assert.equal(server.metrics.connectionsActive, 0);
+    const probe = await connectGreeted(port);
+    probes.push(probe);
     await ask(probe, "5,6\n", sum(11));
   } finally {
     flooder.close();

@@ -1,5 +1,5 @@
 /**
- * The server under overload (SPEC §5): backpressure on a client that never
+ * The server under overload: backpressure on a client that never
  * reads, and accept errors when file descriptors run out. A real `server.ts`
  * subprocess, because the test measures the process itself (resident memory,
  * CPU) or needs a file-descriptor limit; Linux only (`/proc`).

@@ -1,5 +1,5 @@
 /**
- * TLS (SPEC §8, `--tls-cert FILE --tls-key FILE`): the same protocol byte for
+ * TLS (`--tls-cert FILE --tls-key FILE`): the same protocol byte for
  * byte over TLS; clients that never finish a handshake harm nobody and are
  * dropped after 10 s; bad files fail fast with one line and exit 2.
  *

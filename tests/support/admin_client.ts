@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { withTimeout } from "./deadline.ts";
+import { pollUntil, withTimeout } from "./deadline.ts";
 
 /** Status and body of one HTTP response. */
 export interface HttpResult {
@@ -89,29 +89,47 @@ export async function scrapeMetrics(port: number): Promise<Scrape> {
 }
 
 /**
+ * Scrapes `/metrics` every 25 ms until the value of `series` (written as the
+ * server writes it, e.g. `lineserver_errors_total{kind="reset"}`) satisfies
+ * `accept`, and returns that value; fails on timeout. The way to wait for
+ * the server to have done something that the wire does not show (read
+ * bytes, closed a connection) without guessing how long it takes.
+ */
+export async function waitForMetric(
+  port: number,
+  series: string,
+  accept: (value: number) => boolean,
+  timeoutMs = 10000,
+): Promise<number> {
+  const value = await pollUntil(
+    `${series} on port ${port}`,
+    async () => (await scrapeMetrics(port)).samples.get(series),
+    (value) => value !== undefined && accept(value),
+    timeoutMs,
+  );
+  return value!;
+}
+
+/**
  * Polls `/healthz` every 25 ms until `accept(result)` holds; fails on timeout.
  * A refused connection counts as a result with status 0.
  */
-export async function waitForHealth(
+export function waitForHealth(
   port: number,
   accept: (result: HttpResult) => boolean,
   timeoutMs = 10000,
 ): Promise<HttpResult> {
-  const deadline = Date.now() + timeoutMs;
-  let last: HttpResult | undefined;
-  while (Date.now() < deadline) {
-    try {
-      last = await httpGet(port, "/healthz", { timeoutMs: 2000 });
-    } catch (error) {
-      if (!(error instanceof TypeError)) throw error; // fetch: connection failed
-      last = { status: 0, headers: new Headers(), body: String(error) };
-    }
-    if (accept(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(
-    `Timed out after ${timeoutMs} ms polling /healthz on port ${port}; last: ${
-      JSON.stringify(last && { status: last.status, body: last.body })
-    }`,
+  return pollUntil(
+    `/healthz on port ${port}`,
+    async () => {
+      try {
+        return await httpGet(port, "/healthz", { timeoutMs: 2000 });
+      } catch (error) {
+        if (!(error instanceof TypeError)) throw error; // fetch: connection failed
+        return { status: 0, headers: new Headers(), body: String(error) };
+      }
+    },
+    accept,
+    timeoutMs,
   );
 }

@@ -1,5 +1,5 @@
 /**
- * The calculator's reply lines (SPEC §3), without their `\r\n`, and `ask`,
+ * The calculator's reply lines, without their `\r\n`, and `ask`,
  * the one-request-one-reply assertion the socket tests share.
  *
  * @module

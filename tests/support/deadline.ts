@@ -1,8 +1,13 @@
 /**
- * Time bounds for tests: nothing in the suite waits forever.
+ * Time bounds for tests: nothing in the suite waits forever. The bounded
+ * wait and the pause are the server's own (src/deadline.ts).
  *
  * @module
  */
+import { pause, settleWithin } from "../../src/deadline.ts";
+
+/** Resolves after `ms` milliseconds (the server's `pause`). */
+export { pause as delay };
 
 /** Rejects with a message naming `what` if `promise` has not settled within `ms`. */
 export async function withTimeout<T>(
@@ -10,23 +15,10 @@ export async function withTimeout<T>(
   ms: number,
   what: string,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${ms} ms: ${what}`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
+  if (!(await settleWithin(promise, ms))) {
+    throw new Error(`Timed out after ${ms} ms: ${what}`);
   }
-}
-
-/** Resolves after `ms` milliseconds. */
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return await promise;
 }
 
 /**
@@ -39,11 +31,38 @@ export async function waitFor(
   timeoutMs: number,
   failure?: Promise<unknown>,
 ): Promise<void> {
+  await pollUntil(
+    what,
+    async () => {
+      if (failure) await Promise.race([failure, undefined]);
+      return condition();
+    },
+    (held) => held,
+    timeoutMs,
+  );
+}
+
+/**
+ * Calls `probe` every 25 ms until `accept` holds for what it returns, and
+ * returns that; fails after `timeoutMs`, naming `what` and the last value.
+ */
+export async function pollUntil<T>(
+  what: string,
+  probe: () => Promise<T>,
+  accept: (value: T) => boolean,
+  timeoutMs: number,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (true) {
+    const value = await probe();
+    if (accept(value)) return value;
     if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
+      throw new Error(
+        `Timed out after ${timeoutMs} ms: ${what}; last: ${
+          JSON.stringify(value)
+        }`,
+      );
     }
-    await Promise.race(failure ? [delay(25), failure] : [delay(25)]);
+    await pause(25);
   }
 }

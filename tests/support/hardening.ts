@@ -1,12 +1,12 @@
 /**
- * Helpers for the hardening and shutdown tests (issues 3 and 4): calculator
- * reply constants, clients that wait for a free slot, a flood that stops when
- * the server stops reading, and process measurements from `/proc`.
+ * Helpers for the hardening and shutdown tests: the server's own lines, a
+ * greeted client, a flood that stops when the server stops reading, and
+ * process measurements from `/proc`.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { delay, withTimeout } from "./deadline.ts";
+import { withTimeout } from "./deadline.ts";
 import { LineClient } from "./line_client.ts";
 import { WELCOME } from "./calc_replies.ts";
 
@@ -34,36 +34,6 @@ export async function connectGreeted(
     client.close();
     throw error;
   }
-}
-
-/**
- * Connects until a client is served (first line `greeting`). A client turned
- * away with {@linkcode TOO_MANY} is closed and the attempt repeated, because a
- * slot is given back a moment after its connection ends. Fails after `timeoutMs`.
- */
-export async function connectWhenSlotFree(
-  port: number,
-  options: { greeting?: string; timeoutMs?: number } = {},
-): Promise<LineClient> {
-  const greeting = options.greeting ?? WELCOME;
-  const deadline = Date.now() + (options.timeoutMs ?? 3000);
-  let last = "";
-  while (Date.now() < deadline) {
-    const client = await LineClient.connect(port);
-    let first: string;
-    try {
-      first = await client.readLine(Math.max(1, deadline - Date.now()));
-    } catch (error) {
-      client.close();
-      throw error;
-    }
-    if (first === greeting) return client;
-    client.close();
-    last = first;
-    assert.equal(`${first}\r\n`, TOO_MANY, "unexpected first line");
-    await delay(50);
-  }
-  throw new Error(`No slot became free in time; last first line: ${last}`);
 }
 
 /** What {@linkcode floodUntilStalled} did. */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { settleWithin } from "../../src/deadline.ts";
 import { withTimeout } from "./deadline.ts";
 
 /** Absolute path of the project's `server.ts`. */
@@ -15,6 +16,8 @@ const PROJECT_ROOT = new URL("../..", import.meta.url).pathname;
 
 /** Matches the server's own listening line, not `admin listening on`. */
 const LISTENING = /(?<!admin )listening on (\[[^\]]+\]|[^\s:"]+):(\d+)\D/;
+/** Matches the admin endpoint's listening line (`--admin-port`): host and port. */
+export const ADMIN_LISTENING = /admin listening on (\S+):(\d+)/;
 
 export interface StartOptions {
   /** Extra `deno run` flags before the script, e.g. `--allow-read=cert.pem`. */
@@ -43,8 +46,13 @@ export class ServerProcess {
   host = "";
   /** The real port from the listening line. */
   port = 0;
+  /** The admin endpoint's host and port, when started with `--admin-port`. */
+  adminHost = "";
+  adminPort = 0;
   #stderr = "";
   #stdout = "";
+  /** Woken when stderr grows or the process exits (see waitForStderr). */
+  readonly #stderrWaiters = new Set<() => void>();
   #stderrDone: Promise<void>;
   #stdoutDone: Promise<void>;
   #statusPromise: Promise<Deno.CommandStatus>;
@@ -57,9 +65,16 @@ export class ServerProcess {
     // setsid(1) does not fork when its caller leads no process group (the
     // case for a spawned child), so the child's PID is the group's ID.
     this.#group = ownProcessGroup ? child.pid : undefined;
-    this.#stderrDone = this.#collect(child.stderr, (t) => this.#stderr += t);
+    this.#stderrDone = this.#collect(child.stderr, (t) => {
+      this.#stderr += t;
+      this.#wakeStderrWaiters();
+    });
     this.#stdoutDone = this.#collect(child.stdout, (t) => this.#stdout += t);
-    this.#statusPromise = child.status.then((status) => this.#exited = status);
+    this.#statusPromise = child.status.then((status) => {
+      this.#exited = status;
+      this.#wakeStderrWaiters();
+      return status;
+    });
   }
 
   /** Starts `deno run --allow-net server.ts ...args`. It does not wait for listening. */
@@ -92,7 +107,10 @@ export class ServerProcess {
     return new ServerProcess(child, options.ownProcessGroup ?? false);
   }
 
-  /** Starts the server and waits for its `listening on` line. */
+  /**
+   * Starts the server and waits for its `listening on` line (and, with
+   * `--admin-port`, for the admin endpoint's).
+   */
   static async start(
     args: string[],
     options: StartOptions = {},
@@ -105,6 +123,11 @@ export class ServerProcess {
       );
       server.host = match[1];
       server.port = Number(match[2]);
+      if (args.includes("--admin-port")) {
+        const admin = await server.waitForStderr(ADMIN_LISTENING, 5000);
+        server.adminHost = admin[1];
+        server.adminPort = Number(admin[2]);
+      }
       return server;
     } catch (error) {
       await server.stop();
@@ -137,7 +160,16 @@ export class ServerProcess {
     return this.#exited;
   }
 
-  /** Waits until stderr matches `pattern`; fails if the process exits first or on timeout. */
+  #wakeStderrWaiters() {
+    for (const wake of this.#stderrWaiters) wake();
+    this.#stderrWaiters.clear();
+  }
+
+  /**
+   * Waits until stderr matches `pattern`, looking again each time stderr
+   * grows (so a test can act on a line the moment it is written); fails if
+   * the process exits first or on timeout.
+   */
   async waitForStderr(
     pattern: RegExp,
     timeoutMs = 5000,
@@ -154,12 +186,16 @@ export class ServerProcess {
           `Server exited (code ${this.#exited.code}) before stderr matched ${pattern}`,
         );
       }
-      if (Date.now() > deadline) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
         throw new Error(
           `Timed out after ${timeoutMs} ms waiting for stderr to match ${pattern}`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      const grew = new Promise<void>((resolve) =>
+        this.#stderrWaiters.add(resolve)
+      );
+      await settleWithin(grew, left);
     }
   }
 
@@ -245,6 +281,20 @@ export class ServerProcess {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/**
+ * Starts `server.ts` on free ports (`--port 0 --admin-port 0`) with `args`;
+ * its `adminPort` serves `/metrics`, to see what the server has done.
+ */
+export function startWithAdmin(
+  args: string[],
+  options: StartOptions = {},
+): Promise<ServerProcess> {
+  return ServerProcess.start(
+    ["--port", "0", "--admin-port", "0", ...args],
+    options,
+  );
 }
 
 /** Runs `server.ts` with `args` to completion (for options that exit at once). */

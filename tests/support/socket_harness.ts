@@ -8,7 +8,7 @@
  */
 import { startServer } from "../../mod.ts";
 import { DEFAULT_READ_TIMEOUT_MS, LineClient } from "./line_client.ts";
-import { withTimeout } from "./deadline.ts";
+import { waitFor, withTimeout } from "./deadline.ts";
 
 /** The options `startServer` accepts. */
 export type ServerOptions = NonNullable<Parameters<typeof startServer>[0]>;
@@ -60,6 +60,36 @@ export async function withServer(
       "server shutdown",
     );
   }
+}
+
+/** How long a test waits for the server's metrics to show what it expects. */
+const METRICS_WAIT_MS = 10000;
+
+/**
+ * Waits until exactly `count` connections hold a slot of the in-process
+ * `server`: it has seen the others leave and given their slots back.
+ */
+export async function untilActive(
+  server: LineServer,
+  count: number,
+): Promise<void> {
+  await waitFor(
+    `${count} connection(s) to hold a slot`,
+    () => server.metrics.connectionsActive === count,
+    METRICS_WAIT_MS,
+  );
+}
+
+/** Waits until the in-process `server` has read exactly `bytes` bytes from its clients. */
+export async function untilReceived(
+  server: LineServer,
+  bytes: number,
+): Promise<void> {
+  await waitFor(
+    `the server to read ${bytes} bytes`,
+    () => server.metrics.bytesReceived === bytes,
+    METRICS_WAIT_MS,
+  );
 }
 
 const encoder = new TextEncoder();
