@@ -9,9 +9,7 @@
  */
 import type net from "node:net";
 import type { Duplex } from "node:stream";
-import { getLogger, type Logger } from "@logtape/logtape";
 import type { LineProtocol, PeerAddress } from "./session.ts";
-import { calculatorProtocol } from "./calculator.ts";
 import {
   Connection,
   type ConnectionConfig,
@@ -20,54 +18,15 @@ import {
 import { ConnectionLimit } from "./connection_limit.ts";
 import { AddressLimit } from "./address_limit.ts";
 import { setUpConnection, socketPeer } from "./connection_setup.ts";
-import { createTlsContext, type TlsContext } from "./tls.ts";
 import { TimeoutTracker } from "./timeout_tracker.ts";
-import { LineDecoder } from "./line_decoder.ts";
 import { errorWithStack } from "./logging.ts";
 import { pause, settleWithin } from "./deadline.ts";
 import { formatAddr, TcpListener } from "./transport.ts";
-import { ServerMetrics } from "./metrics.ts";
+import type { ServerMetrics } from "./metrics.ts";
 import { ServerReplies } from "./replies.ts";
+import { type ServerOptions, type Settings, settle } from "./server_options.ts";
 
-/** Options of {@linkcode startServer}; every field has the CLI's default. */
-export interface ServerOptions {
-  /** Interface to bind. Default `127.0.0.1`. */
-  hostname?: string;
-  /** Port to bind; 0 picks a free one (see {@linkcode LineServer.addr}). Default 8080. */
-  port?: number;
-  /** The protocol spoken on every connection. Default: the calculator. */
-  protocol?: LineProtocol;
-  /** Longest request line in raw bytes, terminator excluded. Default 65536. */
-  maxLineBytes?: number;
-  /** Most connections served at once; more are refused. Default 10000. */
-  maxConnections?: number;
-  /** Most connections from one address (IPv6: one /64); 0 means no limit. Default 0. */
-  maxConnectionsPerIp?: number;
-  /** Close connections that sent nothing for this long; 0 disables. Default 300000. */
-  idleTimeoutMs?: number;
-  /** Close connections whose started line is not finished within this long; 0 disables. Default 60000. */
-  lineTimeoutMs?: number;
-  /** How long {@linkcode LineServer.shutdown} waits before closing by force. Default 2000. */
-  shutdownTimeoutMs?: number;
-  /** Every connection begins with a PROXY protocol header (v1 or v2). Default false. */
-  proxyProtocol?: boolean;
-  /** Serve TLS with this PEM certificate chain and key. */
-  tls?: { cert: string; key: string };
-  /** Share the port with other listeners (Linux `SO_REUSEPORT`). Default false. */
-  reusePort?: boolean;
-  /**
-   * A LogTape `Logger` for connection events. Default: the LogTape category
-   * `lineserver`. Nothing is logged until the program configures LogTape.
-   *
-   * (Left out of the generated API docs: the doc linter of Deno 2.9 counts
-   * a type from another package as private.)
-   *
-   * @ignore
-   */
-  logger?: Logger;
-  /** Counters to update. Default: a fresh {@linkcode ServerMetrics}. */
-  metrics?: ServerMetrics;
-}
+export type { ServerOptions } from "./server_options.ts";
 
 /** What a shutdown did. */
 export interface ShutdownSummary {
@@ -89,18 +48,6 @@ const ADMISSION_GRACE_MS = 10;
 const FORCED_CLOSE_GRACE_MS = 1000;
 /** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
 const LINGER_MS = 500;
-
-/** Every option resolved to its value, validated. */
-type Settings =
-  & Required<
-    Omit<ServerOptions, "tls" | "logger" | "metrics" | "protocol">
-  >
-  & {
-    protocol: LineProtocol;
-    tls: TlsContext | undefined;
-    logger: Logger;
-    metrics: ServerMetrics;
-  };
 
 /** Why a client is turned away. */
 type Refusal = "refused_per_ip" | "refused_busy";
@@ -456,67 +403,6 @@ function closeWithText(stream: Duplex, text: string): Promise<void> {
     stream.end(text);
     stream.resume();
   });
-}
-
-/** Checks every option and fills in the defaults; throws before anything is bound. */
-function settle(options: ServerOptions): Settings {
-  const count = (name: string, value: number, min: number) => {
-    if (!Number.isSafeInteger(value) || value < min) {
-      throw new RangeError(
-        `Cannot use ${name}: expected an integer of at least ${min}, received ${value}`,
-      );
-    }
-    return value;
-  };
-  const duration = (name: string, value: number) => {
-    if (!(value >= 0 && value <= 2 ** 31 - 1)) {
-      throw new RangeError(
-        `Cannot use ${name}: expected milliseconds from 0 to 2147483647, received ${value}`,
-      );
-    }
-    return value;
-  };
-  const settings: Settings = {
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? 8080,
-    protocol: options.protocol ?? calculatorProtocol,
-    maxLineBytes: count("maxLineBytes", options.maxLineBytes ?? 65536, 1),
-    maxConnections: count(
-      "maxConnections",
-      options.maxConnections ?? 10000,
-      1,
-    ),
-    maxConnectionsPerIp: count(
-      "maxConnectionsPerIp",
-      options.maxConnectionsPerIp ?? 0,
-      0,
-    ),
-    idleTimeoutMs: duration("idleTimeoutMs", options.idleTimeoutMs ?? 300_000),
-    lineTimeoutMs: duration("lineTimeoutMs", options.lineTimeoutMs ?? 60_000),
-    shutdownTimeoutMs: duration(
-      "shutdownTimeoutMs",
-      options.shutdownTimeoutMs ?? 2000,
-    ),
-    proxyProtocol: options.proxyProtocol ?? false,
-    tls: options.tls === undefined
-      ? undefined
-      : createTlsContext(options.tls.cert, options.tls.key),
-    reusePort: options.reusePort ?? false,
-    logger: options.logger ?? getLogger(["lineserver"]),
-    metrics: options.metrics ?? new ServerMetrics(),
-  };
-  count("port", settings.port, 0);
-  if (settings.port > 65535) {
-    throw new RangeError(
-      `Cannot use port: expected 0 to 65535, received ${settings.port}`,
-    );
-  }
-  if (settings.tls !== undefined && settings.reusePort) {
-    throw new TypeError("Cannot combine TLS with reusePort");
-  }
-  // The decoder checks its own limit; build one to fail here, not per client.
-  new LineDecoder(settings.maxLineBytes);
-  return settings;
 }
 
 /**
