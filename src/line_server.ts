@@ -184,15 +184,21 @@ export class LineServer {
     if (this.#settings.proxyProtocol || this.#settings.tls !== undefined) {
       return this.#track(this.#setUpThenAdmit(socket));
     }
-    const peer = socketPeer(socket);
+    const prelude = this.#admit(socket, socketPeer(socket));
+    if (prelude !== undefined) this.#track(prelude);
+  }
+
+  /**
+   * Admits and serves the client at once, or returns what decides its fate
+   * later: the grace wait of a full server, or a refusal being sent.
+   */
+  #admit(stream: Duplex, peer: PeerAddress): Promise<void> | undefined {
     const admission = this.#tryAdmit(peer);
-    if (admission === "full") {
-      return this.#track(this.#admitAfterGrace(socket, peer));
-    }
+    if (admission === "full") return this.#admitAfterGrace(stream, peer);
     if (typeof admission === "string") {
-      return this.#track(this.#refuse(socket, peer, admission));
+      return this.#refuse(stream, peer, admission);
     }
-    this.#serve(socket, peer, admission);
+    this.#serve(stream, peer, admission);
   }
 
   /** Keeps a prelude (setup, grace, refusal) in view until it is over. */
@@ -233,12 +239,7 @@ export class LineServer {
     }
     const { stream, peer } = setup;
     if (this.draining) return void stream.destroy();
-    const admission = this.#tryAdmit(peer);
-    if (admission === "full") return this.#admitAfterGrace(stream, peer);
-    if (typeof admission === "string") {
-      return this.#refuse(stream, peer, admission);
-    }
-    this.#serve(stream, peer, admission);
+    await this.#admit(stream, peer);
   }
 
   /**
