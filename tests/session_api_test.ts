@@ -26,6 +26,7 @@ import {
 import { BulkReader } from "./support/bulk_reader.ts";
 import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
+import { withServer } from "./support/socket_harness.ts";
 import { maxSocketBuffers } from "./support/hardening.ts";
 
 const HOST = "127.0.0.1";
@@ -183,27 +184,10 @@ async function withTestServer(
     sendAfterClose: [],
     waitingForDrain: false,
   };
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    ...options,
-    protocol: testProtocol(journal),
-  });
-  const clients: LineClient[] = [];
-  try {
-    await body({
-      server,
-      journal,
-      async connect() {
-        const client = await LineClient.connect(server.addr.port);
-        clients.push(client);
-        return client;
-      },
-    });
-  } finally {
-    for (const client of clients) client.close();
-    await withTimeout(server.shutdown(), 10_000, "server shutdown");
-  }
+  await withServer(
+    { ...options, protocol: testProtocol(journal) },
+    ({ server, connect }) => body({ server, journal, connect }),
+  );
   return journal;
 }
 
