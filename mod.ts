@@ -40,13 +40,16 @@ export {
   EchoSession,
   evaluateIntegers,
   type Frame,
+  FrameDecoder,
+  FrameEncoder,
+  type FramingOptions,
   LINE_TOO_LONG,
   type LineConnection,
-  LineDecoder,
   type LineProtocol,
   type LineSession,
   type PeerAddress,
   type Reply,
+  type ReplyContext,
 } from "./protocol.ts";
 export { chatProtocol } from "./src/chat.ts";
 export { ConnectionGroup } from "./src/connection_group.ts";
