@@ -25,7 +25,7 @@ import { ServerProcess } from "./support/server_process.ts";
 const HOST = "127.0.0.1";
 
 function startModule(
-  options: { requestTimeoutMs?: number; maxConnections?: number } = {},
+  options: { requestTimeoutMs?: number } = {},
 ): Promise<AdminServer> {
   return startAdminServer({
     hostname: HOST,
