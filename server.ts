@@ -303,7 +303,7 @@ export async function main(args: string[]): Promise<number> {
   let admin: AdminServer | undefined;
   if (options.adminPort !== undefined) {
     try {
-      admin = startAdminServer({
+      admin = await startAdminServer({
         hostname: options.host,
         port: options.adminPort,
         isDraining: () => service.draining,
