@@ -52,6 +52,13 @@ export {
   type ReplyContext,
 } from "./protocol.ts";
 export { chatProtocol } from "./src/chat.ts";
+export {
+  type FoldingSink,
+  foldingSink,
+  type FoldingSinkOptions,
+} from "./src/log_folding.ts";
+export { type LogRecordFields, logTextFormatter } from "./src/log_format.ts";
+export type { Clock } from "./src/timeout_tracker.ts";
 export { ConnectionGroup } from "./src/connection_group.ts";
 export { ServerReplies } from "./src/replies.ts";
 export {

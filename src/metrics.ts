@@ -7,6 +7,7 @@
  * @module
  */
 import type { CloseReason } from "./session.ts";
+import { logLinesDropped } from "./logging.ts";
 
 /**
  * How a connection ended; also the `outcome` label of
@@ -155,6 +156,7 @@ export interface MetricsSnapshot {
  * assert.match(text, /^lineserver_errors_total\{kind="refused_busy"\} 1$/m);
  * assert.match(text, /^lineserver_connections_total\{outcome="refused_busy"\} 1$/m);
  * assert.match(text, /^lineserver_connections_active 0$/m);
+ * assert.match(text, /^lineserver_log_lines_dropped_total 0$/m);
  * ```
  */
 export class ServerMetrics {
@@ -315,6 +317,9 @@ export class ServerMetrics {
       "# HELP lineserver_health_checks_total Balancer health checks (PROXY v2 LOCAL connections), closed at once and not counted as connections.",
       "# TYPE lineserver_health_checks_total counter",
       `lineserver_health_checks_total ${this.healthChecks}`,
+      "# HELP lineserver_log_lines_dropped_total Log lines not written because stderr was not read fast enough, by the whole process (the log says how many once writing resumes). Alert above 0: whatever reads the log is stuck or too slow.",
+      "# TYPE lineserver_log_lines_dropped_total counter",
+      `lineserver_log_lines_dropped_total ${logLinesDropped()}`,
       "# HELP lineserver_draining 1 while the server is shutting down. Alert when 1 for longer than --shutdown-timeout (a stuck stop).",
       "# TYPE lineserver_draining gauge",
       `lineserver_draining ${this.draining}`,

@@ -177,6 +177,7 @@ const SERIES: [string, string][] = [
   ]),
   ["lineserver_bytes_received_total", "counter"],
   ["lineserver_bytes_sent_total", "counter"],
+  ["lineserver_log_lines_dropped_total", "counter"],
   ["lineserver_draining", "gauge"],
 ];
 
