@@ -271,7 +271,13 @@ function reportStartError(message: string, options: CliOptions) {
   else console.error(`lineserver: ${message}`);
 }
 
-/** Runs the command with `args` and returns its exit code. */
+/**
+ * Runs the command with `args` and returns its exit code, for
+ * `Deno.exit(await main(Deno.args))`. Once the server has started, SIGINT
+ * and SIGTERM belong to it for the rest of the process: after the drain they
+ * do nothing, so that a late copy of the stop signal cannot turn exit 0 into
+ * a death by signal before the exit.
+ */
 export async function main(args: string[]): Promise<number> {
   const request = parseCli(args);
   switch (request.kind) {
@@ -318,8 +324,9 @@ export async function main(args: string[]): Promise<number> {
   // The shutdown signals are ours before the server says it is listening:
   // whoever starts it may signal it as soon as it reads that line, and a
   // signal with no listener yet would kill the process instead of draining.
+  // They stay ours after the drain, until the process exits (see drained()).
   let exitCode = 0;
-  using _signals = onShutdownSignals({
+  const signals = onShutdownSignals({
     graceful(signal) {
       serverLogger.info(
         "{signal} received: draining (timeout {timeoutSeconds} s)",
@@ -353,6 +360,7 @@ export async function main(args: string[]): Promise<number> {
     );
   }
   const summary = await service.finished;
+  signals.drained();
   await admin?.shutdown();
   logSummary(summary);
   return exitCode;
