@@ -6,9 +6,10 @@
  * Parses the command line, sets up logging, starts the server (or a pool of
  * workers sharing the port), the optional admin endpoint, wires the shutdown
  * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
- * 1 when it could not start (a port in use, `--port` or `--admin-port`) or
- * was stopped by a second signal; 2 for bad options, a protocol not built
- * in, or unusable TLS files.
+ * 1 when it could not start (a port in use, `--port` or `--admin-port`, or
+ * an address that is not this machine's) or was stopped by a second signal;
+ * 2 for bad options, a protocol not built in, unusable TLS files, or a
+ * missing permission (`--allow-net`, and `--allow-read` for `--workers`).
  *
  * @module
  */
@@ -91,6 +92,29 @@ function readTlsFiles(
     );
   }
   return tls;
+}
+
+/**
+ * Without `--allow-net` for an address, Deno's `node:net` throws from inside
+ * `listen` where no caller can catch it, and the user sees a stack trace.
+ * Asking first makes it one line that says which flag to add.
+ */
+function missingNetPermission(options: CliOptions): StartError | undefined {
+  const ports: [number, string][] = [[options.port, ""]];
+  if (options.adminPort !== undefined) {
+    ports.push([options.adminPort, " (--admin-port)"]);
+  }
+  for (const [port, which] of ports) {
+    const where = formatAddr({ hostname: options.host, port });
+    const { state } = Deno.permissions.querySync({ name: "net", host: where });
+    if (state !== "granted") {
+      return new StartError(
+        `Cannot listen on ${where}${which}: Deno has no --allow-net for it; add --allow-net (or --allow-net=${where}) to deno run, as deno task start does`,
+        EXIT_USAGE,
+      );
+    }
+  }
+  return undefined;
 }
 
 function listenError(
@@ -296,6 +320,11 @@ export async function main(args: string[]): Promise<number> {
   const workers = options.workers === 0
     ? navigator.hardwareConcurrency
     : options.workers;
+  const noNet = missingNetPermission(options);
+  if (noNet !== undefined) {
+    reportStartError(noNet.message, options);
+    return noNet.exitCode;
+  }
   let service: Service;
   try {
     service = await startService(options, workers);

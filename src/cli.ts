@@ -92,9 +92,9 @@ Options:
                             grace period on SIGINT/SIGTERM, then what is still
                             open is closed by force; above 0, as a drain always
                             ends (0.001 closes at once) (default 2)
-  --proxy-protocol          each connection begins with a PROXY protocol v1 or
-                            v2 header, as HAProxy's send-proxy sends (default
-                            off)
+  --proxy-protocol          each connection begins with a PROXY protocol
+                            header, v1 or v2, as HAProxy's send-proxy sends
+                            (default off)
   --log-level LEVEL         debug, info, warning or error (default info)
   --log-format FORMAT       text or json (default text)
   --workers N               listeners sharing the port, 0 = one per CPU
