@@ -200,6 +200,28 @@ Deno.test("cli: without --allow-net, one line says which flag to add, exit 2", a
   }
 });
 
+Deno.test("cli: deno task lists every task with its description", async () => {
+  const { code, stdout, stderr } = await new Deno.Command("deno", {
+    args: ["task"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const listing = new TextDecoder().decode(stdout) +
+    new TextDecoder().decode(stderr);
+  assert.equal(code, 0, listing);
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  );
+  for (const name of Object.keys(config.tasks)) {
+    assert.match(
+      listing,
+      new RegExp(`^- ${name}\\n {4}// \\S`, "m"),
+      `no description under ${name}:\n${listing}`,
+    );
+  }
+});
+
 Deno.test("cli: deno task start -- --version: the -- that deno task passes on is skipped", async () => {
   const server = ServerProcess.spawn(["--", "--version"], { task: "start" });
   try {
