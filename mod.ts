@@ -48,7 +48,7 @@ export {
   type PeerAddress,
   type Reply,
 } from "./protocol.ts";
-export { chatProtocol } from "./src/chat.ts";
+export { createChatProtocol } from "./src/chat.ts";
 export { ConnectionGroup } from "./src/connection_group.ts";
 export { ServerReplies } from "./src/replies.ts";
 export {

@@ -27,12 +27,7 @@ import {
   serverLogger,
 } from "./src/logging.ts";
 import { formatAddr } from "./src/transport.ts";
-import {
-  builtinProtocols,
-  type LineProtocol,
-  type ShutdownSummary,
-  startServer,
-} from "./mod.ts";
+import { builtinProtocols, type ShutdownSummary, startServer } from "./mod.ts";
 import {
   WorkerPool,
   type WorkerServerOptions,
@@ -115,8 +110,8 @@ async function startService(
   options: CliOptions,
   workers: number,
 ): Promise<Service> {
-  const protocol: LineProtocol | undefined = builtinProtocols[options.protocol];
-  if (protocol === undefined) {
+  const makeProtocol = builtinProtocols[options.protocol];
+  if (makeProtocol === undefined) {
     throw new StartError(
       `Invalid value for --protocol: ${options.protocol} is not built into this version; run with --help for usage`,
       EXIT_USAGE,
@@ -129,7 +124,10 @@ async function startService(
   };
   if (workers === 1) {
     try {
-      const server = await startServer({ ...serverOptions, protocol });
+      const server = await startServer({
+        ...serverOptions,
+        protocol: makeProtocol(),
+      });
       return Object.assign(server, {
         metricsText: () => server.metrics.render(),
       });

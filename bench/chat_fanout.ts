@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { chatProtocol, startServer } from "../mod.ts";
+import { createChatProtocol, startServer } from "../mod.ts";
 
 const HOST = "127.0.0.1";
 /** Messages per write of a sender (pipelined). */
@@ -57,7 +57,7 @@ async function serve(): Promise<void> {
   const server = await startServer({
     hostname: HOST,
     port: 0,
-    protocol: chatProtocol,
+    protocol: createChatProtocol(),
   });
   console.log(`port ${server.addr.port}`);
   for await (const _ of Deno.stdin.readable) {

@@ -177,10 +177,11 @@ class ChatSession implements LineSession {
 }
 
 /**
- * Makes a chat protocol with a room of its own. One protocol value serves
- * one server: guests are numbered by the server's admission order
- * ({@linkcode LineConnection.id}), so two servers sharing a value would mix
- * their rooms and repeat guest names.
+ * Makes a chat protocol with a room of its own, for one server: start each
+ * server with its own `createChatProtocol()`. (A protocol value that held a
+ * room would join the members of every server it is given to into one room,
+ * and guests are numbered by each server's admission order
+ * ({@linkcode LineConnection.id}), so their names would repeat.)
  *
  * @example
  * ```ts
@@ -214,6 +215,15 @@ class ChatSession implements LineSession {
  *   "1 < * guest2 left",
  * ]);
  * ```
+ *
+ * @example A server
+ * ```ts
+ * import { createChatProtocol, startServer } from "../mod.ts";
+ * await using server = await startServer({
+ *   port: 0,
+ *   protocol: createChatProtocol(),
+ * });
+ * ```
  */
 export function createChatProtocol(): LineProtocol {
   const room = new ChatRoom();
@@ -223,16 +233,3 @@ export function createChatProtocol(): LineProtocol {
     createSession: (connection) => new ChatSession(room, connection),
   };
 }
-
-/**
- * The built-in chat protocol (`--protocol chat`): one room, for the one
- * server a process runs. Use {@linkcode createChatProtocol} for a fresh room
- * per server.
- *
- * @example
- * ```ts
- * import { chatProtocol, startServer } from "../mod.ts";
- * await using server = await startServer({ port: 0, protocol: chatProtocol });
- * ```
- */
-export const chatProtocol: LineProtocol = createChatProtocol();

@@ -22,8 +22,8 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
   switch (message.type) {
     case "start": {
       configureLogging({ level: message.logLevel, format: message.logFormat });
-      const protocol = builtinProtocols[message.protocol];
-      if (protocol === undefined) {
+      const makeProtocol = builtinProtocols[message.protocol];
+      if (makeProtocol === undefined) {
         send({
           type: "failed",
           error: `Protocol ${message.protocol} is not built in`,
@@ -32,7 +32,10 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         return;
       }
       try {
-        server = await startServer({ ...message.options, protocol });
+        server = await startServer({
+          ...message.options,
+          protocol: makeProtocol(),
+        });
       } catch (error) {
         send({
           type: "failed",

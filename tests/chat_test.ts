@@ -13,14 +13,14 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import {
   builtinProtocols,
-  chatProtocol,
   type CloseReason,
+  createChatProtocol,
   type LineServer,
+  startServer,
 } from "../mod.ts";
-import { createChatProtocol } from "../src/chat.ts";
 import { BulkReader } from "./support/bulk_reader.ts";
 import { waitFor, withTimeout } from "./support/deadline.ts";
-import type { LineClient } from "./support/line_client.ts";
+import { LineClient } from "./support/line_client.ts";
 import { type Harness, withServer } from "./support/socket_harness.ts";
 
 const SHUTTING_DOWN = "<server shutting down>";
@@ -76,9 +76,26 @@ async function expectNothingPending(client: LineClient, online: number) {
 }
 
 Deno.test("chat: the built-in chat protocol is registered by name", () => {
-  assert.equal(builtinProtocols.chat, chatProtocol);
-  assert.equal(chatProtocol.name, "chat");
-  assert.equal(chatProtocol.maxQueuedBytes, 1024 * 1024);
+  const chat = builtinProtocols.chat();
+  assert.equal(chat.name, "chat");
+  assert.equal(chat.maxQueuedBytes, 1024 * 1024);
+});
+
+Deno.test("chat: two servers started from the built-in chat protocol have rooms of their own", async () => {
+  await using first = await startServer({
+    port: 0,
+    protocol: builtinProtocols.chat(),
+  });
+  await using second = await startServer({
+    port: 0,
+    protocol: builtinProtocols.chat(),
+  });
+  using alice = await LineClient.connect(first.addr.port);
+  assert.equal(await alice.readLine(), "<welcome: you are guest1>");
+  using bob = await LineClient.connect(second.addr.port);
+  assert.equal(await bob.readLine(), "<welcome: you are guest1>");
+  // alice heard nothing of bob, and is alone in her room.
+  assert.deepEqual(await ask(alice, "/who", 2), ["* 1 online", "* guest1"]);
 });
 
 Deno.test("chat: a newcomer is welcomed as guest<N>, the others hear it join", async () => {
