@@ -51,6 +51,24 @@ const GUEST_NAME = /^guest[0-9]+$/i;
  * space or tab. (`/nickname` is an unknown command, not a bad name.)
  */
 const NICK_COMMAND = /^\/nick(?:[ \t]|$)/;
+/**
+ * What a relayed line may not carry: C0 controls but TAB, DEL, C1 controls,
+ * and the Unicode line and paragraph separators. A client that splits lines
+ * on a bare CR (or on U+2028, U+0085, as `str.splitlines()` does) would show
+ * `hi\r* guest1 left` as a server line; an escape sequence would drive the
+ * reader's terminal.
+ */
+// deno-lint-ignore no-control-regex -- matching control characters is the point
+const UNRELAYABLE = /[\0-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/g;
+
+/**
+ * `line` as it may be relayed: every character in {@linkcode UNRELAYABLE}
+ * replaced by U+FFFD.
+ */
+function relayable(line: string): string {
+  return line.replace(UNRELAYABLE, "\ufffd");
+}
+
 /** How much unread chat a member may have waiting before it is disconnected. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 
@@ -147,7 +165,7 @@ class ChatSession implements LineSession {
   reply(line: string): Reply {
     if (line === "") return;
     if (!line.startsWith("/")) {
-      this.#room.say(this.#connection, line);
+      this.#room.say(this.#connection, relayable(line));
       return;
     }
     if (line === "/who") return this.#room.who();

@@ -166,6 +166,29 @@ Deno.test("chat: a line goes to every other member, never back to its sender; an
   });
 });
 
+Deno.test("chat: a relayed line cannot pass for a server line: control characters and line separators become U+FFFD", async () => {
+  await withChat({}, async (harness) => {
+    const room: LineClient[] = [];
+    const alice = await join(harness, room, "guest1");
+    const bob = await join(harness, room, "guest2");
+    const sent = [
+      "hi\r* guest1 left",
+      "\x1b[2J\x1b[31mred",
+      "nul\x00 bell\x07 tab\tkept",
+      "del\x7f c1\u0085\u009b\u009f end",
+      "ls\u2028ps\u2029 nbsp\u00a0 ok",
+    ];
+    await bob.send(sent.map((line) => `${line}\n`).join(""));
+    assert.deepEqual(await alice.readLines(sent.length), [
+      "guest2: hi\ufffd* guest1 left",
+      "guest2: \ufffd[2J\ufffd[31mred",
+      "guest2: nul\ufffd bell\ufffd tab\tkept",
+      "guest2: del\ufffd c1\ufffd\ufffd\ufffd end",
+      "guest2: ls\ufffdps\ufffd nbsp\u00a0 ok",
+    ]);
+  });
+});
+
 Deno.test("chat: 200 lines pipelined in one write arrive whole and in order at every receiver", async () => {
   await withChat({}, async (harness) => {
     const room: LineClient[] = [];
