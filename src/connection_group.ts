@@ -5,6 +5,14 @@
  * @module
  */
 import type { LineConnection } from "./session.ts";
+import { settleWithin } from "./deadline.ts";
+
+/**
+ * How long {@linkcode ConnectionGroup.drained} waits for a member that does
+ * not catch up: past it, the member is taken for one that reads nothing and
+ * is no longer waited for (its own bound disconnects it) until it drains.
+ */
+const STALL_MS = 1000;
 
 /**
  * Connections that lines can be broadcast to. A closed connection is skipped
@@ -32,14 +40,19 @@ import type { LineConnection } from "./session.ts";
  * room.add(alice);
  * room.add(fake(2));
  * room.add(fake(3, true));
- * room.broadcast(["hi"], { except: alice });
+ * assert.equal(room.broadcast(["hi"], { except: alice }), true);
  * assert.deepEqual(sent, ["2:hi"]);
  * assert.equal(room.size, 2);
+ * await room.drained();
  * ```
  */
 export class ConnectionGroup<C extends LineConnection = LineConnection>
   implements Iterable<C> {
   readonly #members = new Set<C>();
+  /** Members whose last broadcast left them past their high-water mark. */
+  readonly #lagging = new Set<C>();
+  /** Members that did not catch up within {@linkcode STALL_MS}: not waited for. */
+  readonly #stalled = new WeakSet<C>();
 
   /** Members still open. */
   get size(): number {
@@ -63,15 +76,43 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
   }
 
   /**
-   * Sends `lines` to every open member but `options.except`. A member that
-   * does not read is disconnected by its own connection's bound, never
-   * slowing the sender or the others.
+   * Sends `lines` to every open member but `options.except`.
+   *
+   * @returns false when a member that is still reading is past its
+   * high-water mark: a sender should then wait for {@linkcode drained}
+   * before sending more (as with a Node.js stream's `write`).
    */
-  broadcast(lines: readonly string[], options: { except?: C } = {}): void {
+  broadcast(lines: readonly string[], options: { except?: C } = {}): boolean {
+    let caughtUp = true;
     for (const member of this.#members) {
       if (member.closed) this.#members.delete(member);
-      else if (member !== options.except) member.send(...lines);
+      else if (
+        member !== options.except && !member.send(...lines) &&
+        !this.#stalled.has(member)
+      ) {
+        caughtUp = false;
+        this.#lagging.add(member);
+      }
     }
+    return caughtUp;
+  }
+
+  /**
+   * Resolves when the members a broadcast left behind have caught up. A
+   * member that reads nothing is not waited for: past a short while it is
+   * left to its own bound, which disconnects it.
+   */
+  drained(): Promise<void> {
+    const waits = [...this.#lagging].map((member) => this.#catchUp(member));
+    this.#lagging.clear();
+    return Promise.all(waits).then(() => {});
+  }
+
+  async #catchUp(member: C): Promise<void> {
+    const drained = member.drained();
+    if (await settleWithin(drained, STALL_MS)) return;
+    this.#stalled.add(member);
+    drained.then(() => this.#stalled.delete(member));
   }
 
   /** The open members, as they are now (closing one meanwhile is safe). */
