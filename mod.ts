@@ -49,6 +49,12 @@ export {
   type Reply,
 } from "./protocol.ts";
 export { createChatProtocol } from "./src/chat.ts";
+export {
+  ChatReplies,
+  type ChatRoom,
+  ChatUnavailableError,
+  LocalChatRoom,
+} from "./src/chat_room.ts";
 export { ConnectionGroup } from "./src/connection_group.ts";
 export { ServerReplies } from "./src/replies.ts";
 export {

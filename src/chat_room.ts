@@ -49,6 +49,7 @@ export const ChatReplies = {
  * ```
  */
 export class ChatUnavailableError extends Error {
+  /** The error's name. */
   override name = "ChatUnavailableError";
 }
 
