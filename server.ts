@@ -6,8 +6,8 @@
  * Parses the command line, sets up logging, starts the server (or a pool of
  * workers sharing the port), the optional admin endpoint, wires the shutdown
  * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
- * 1 when it could not start (a port in use, `--port` or `--admin-port`) or
- * was stopped by a second signal; 2 for bad options, a protocol not built
+ * 1 when it could not start (a port in use, `--port` or `--admin-port`; the
+ * Redis of `--chat-redis` out of reach) or was stopped by a second signal; 2 for bad options, a protocol not built
  * in, or unusable TLS files.
  *
  * @module
@@ -27,7 +27,19 @@ import {
   serverLogger,
 } from "./src/logging.ts";
 import { formatAddr } from "./src/transport.ts";
-import { builtinProtocols, type ShutdownSummary, startServer } from "./mod.ts";
+import {
+  builtinProtocols,
+  type LineServer,
+  type ShutdownSummary,
+  startServer,
+} from "./mod.ts";
+import {
+  ChatRoomUnreachableError,
+  openProtocol,
+  redisWhere,
+  type ServedProtocol,
+  type SharedChatSettings,
+} from "./src/served_protocol.ts";
 import {
   WorkerPool,
   type WorkerServerOptions,
@@ -122,22 +134,40 @@ async function startService(
     ...serverOptionsOf(options),
     tls,
   };
+  const chat = sharedChatOf(options);
   if (workers === 1) {
+    let served: ServedProtocol;
     try {
-      const server = await startServer({
+      served = await openProtocol(makeProtocol, chat);
+    } catch (error) {
+      if (!(error instanceof ChatRoomUnreachableError)) throw error;
+      throw new StartError(error.message, EXIT_FAILURE);
+    }
+    let server: LineServer;
+    try {
+      server = await startServer({
         ...serverOptions,
-        protocol: makeProtocol(),
-      });
-      return Object.assign(server, {
-        metricsText: () => server.metrics.render(),
+        protocol: served.protocol,
       });
     } catch (error) {
+      await served.close();
       throw listenError(
         options,
         error,
         error instanceof Deno.errors.AddrInUse,
       );
     }
+    return {
+      addr: server.addr,
+      get draining() {
+        return server.draining;
+      },
+      // The shared room is left once every member has been said goodbye to.
+      finished: server.finished.finally(() => served.close()),
+      shutdown: () => server.shutdown(),
+      abort: () => server.abort(),
+      metricsText: () => server.metrics.render(),
+    };
   }
   if (tls !== undefined) {
     throw new StartError(
@@ -145,11 +175,11 @@ async function startService(
       EXIT_USAGE,
     );
   }
-  if (options.protocol === "chat") {
+  if (options.protocol === "chat" && chat === undefined) {
     // Each worker would hold a room of its own: members would not hear
     // each other, and guest numbers would repeat.
     throw new StartError(
-      "Option --workers cannot be combined with --protocol chat (a chat room lives in one worker); run with --help for usage",
+      "Option --workers cannot be combined with --protocol chat without --chat-redis (a chat room lives in one worker); run with --help for usage",
       EXIT_USAGE,
     );
   }
@@ -168,6 +198,7 @@ async function startService(
       count: workers,
       protocol: options.protocol,
       server: serverOptions,
+      chat,
       logLevel: options.logLevel,
       logFormat: options.logFormat,
     });
@@ -182,9 +213,19 @@ async function startService(
       metricsText: async () => (await pool.metrics()).render(),
     };
   } catch (error) {
+    if (error instanceof WorkerStartError && error.chatUnreachable) {
+      throw new StartError(error.message, EXIT_FAILURE);
+    }
     const addrInUse = error instanceof WorkerStartError && error.addrInUse;
     throw listenError(options, error, addrInUse);
   }
+}
+
+/** `--chat-redis` and `--chat-room`, when the room is shared. */
+function sharedChatOf(options: CliOptions): SharedChatSettings | undefined {
+  return options.chatRedis === undefined
+    ? undefined
+    : { url: options.chatRedis, room: options.chatRoom };
 }
 
 /** Why the admin port could not be bound, in one line. */
@@ -226,6 +267,10 @@ function announceListening(
     shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
     proxyProtocol: options.proxyProtocol,
     tls: options.tlsCert !== undefined,
+    ...(options.chatRedis === undefined ? {} : {
+      chatRoom: options.chatRoom,
+      chatRedis: redisWhere(options.chatRedis),
+    }),
   };
   const parts = [
     `protocol ${limits.protocol}`,
@@ -240,6 +285,9 @@ function announceListening(
     `shutdown timeout ${limits.shutdownTimeoutSeconds} s`,
     ...(limits.proxyProtocol ? ["PROXY protocol"] : []),
     ...(limits.tls ? ["TLS"] : []),
+    ...(options.chatRedis === undefined
+      ? []
+      : [`chat room ${options.chatRoom} on ${redisWhere(options.chatRedis)}`]),
   ];
   announceLogger.info(`listening on ${address} (${parts.join(", ")})`, {
     address,

@@ -58,6 +58,10 @@ export interface CliOptions {
   tlsKey: string | undefined;
   /** `--admin-port`, if given. */
   adminPort: number | undefined;
+  /** `--chat-redis`: the Redis of a chat room shared by several instances. */
+  chatRedis: string | undefined;
+  /** `--chat-room`: the room's name in that Redis. */
+  chatRoom: string;
 }
 
 /** What the command line asks for. */
@@ -101,6 +105,11 @@ Options:
                             and --allow-read)
   --tls-key FILE            PEM private key for --tls-cert (needs --allow-read)
   --admin-port PORT         HTTP /healthz and /metrics on --host (default off)
+  --chat-redis URL          with --protocol chat: share the room with every
+                            server on this Redis, redis://HOST:PORT (default
+                            off: the room is this process's; allows --workers)
+  --chat-room NAME          the shared room's name, 1-64 letters, digits, _ . -
+                            (default lobby)
   --help                    print this help and exit
   --version                 print the version and exit
 
@@ -157,6 +166,36 @@ function choice<T extends string>(
     fail(option, `one of ${choices.join(", ")}`, text);
   }
   return text as T;
+}
+
+/**
+ * A Redis URL: `redis://HOST:PORT`, with optional credentials
+ * (`redis://:PASSWORD@HOST:PORT`) and database (`/N`); the port defaults
+ * to 6379.
+ */
+function redisUrl(option: string, text: string): string {
+  const expected = "redis://HOST:PORT";
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    fail(option, expected, text);
+  }
+  if (
+    url.protocol !== "redis:" || url.hostname === "" || url.search !== "" ||
+    url.hash !== "" || !/^(?:\/\d*)?$/.test(url.pathname)
+  ) {
+    fail(option, expected, text);
+  }
+  return text;
+}
+
+/** A chat room's name: it becomes part of Redis keys, so it is kept plain. */
+function roomName(option: string, text: string): string {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(text)) {
+    fail(option, "1 to 64 letters, digits, _, . or -", text);
+  }
+  return text;
 }
 
 const STRING = { type: "string" } as const;
@@ -237,6 +276,8 @@ export function parseCli(args: string[]): CliRequest {
         "tls-cert": STRING,
         "tls-key": STRING,
         "admin-port": STRING,
+        "chat-redis": STRING,
+        "chat-room": STRING,
         help: { type: "boolean" },
         version: { type: "boolean" },
       },
@@ -262,6 +303,16 @@ export function parseCli(args: string[]): CliRequest {
           values["tls-cert"] === undefined ? "tls-key" : "tls-cert"
         }`,
       );
+    }
+    const chatRedis = values["chat-redis"];
+    if (chatRedis !== undefined) {
+      redisUrl("chat-redis", chatRedis);
+      if (values.protocol !== "chat") {
+        throw new UsageError("Option --chat-redis needs --protocol chat");
+      }
+    }
+    if (values["chat-room"] !== undefined && chatRedis === undefined) {
+      throw new UsageError("Option --chat-room needs --chat-redis");
     }
     const options: CliOptions = {
       host,
@@ -308,6 +359,8 @@ export function parseCli(args: string[]): CliRequest {
       adminPort: values["admin-port"] === undefined
         ? undefined
         : integer("admin-port", values["admin-port"], 0, 65535),
+      chatRedis,
+      chatRoom: roomName("chat-room", values["chat-room"] ?? "lobby"),
     };
     return { kind: "run", options };
   } catch (error) {

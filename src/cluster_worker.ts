@@ -10,6 +10,11 @@ import { builtinProtocols } from "../protocol.ts";
 import { configureLogging, firstLine } from "./logging.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import type { LineServer } from "./line_server.ts";
+import {
+  ChatRoomUnreachableError,
+  openProtocol,
+  type ServedProtocol,
+} from "./served_protocol.ts";
 
 let server: LineServer | undefined;
 
@@ -31,12 +36,25 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         });
         return;
       }
+      let served: ServedProtocol;
+      try {
+        served = await openProtocol(makeProtocol, message.chat);
+      } catch (error) {
+        send({
+          type: "failed",
+          error: firstLine(error),
+          addrInUse: false,
+          chatUnreachable: error instanceof ChatRoomUnreachableError,
+        });
+        return;
+      }
       try {
         server = await startServer({
           ...message.options,
-          protocol: makeProtocol(),
+          protocol: served.protocol,
         });
       } catch (error) {
+        await served.close();
         send({
           type: "failed",
           error: firstLine(error),
@@ -46,6 +64,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       }
       send({ type: "listening", addr: server.addr });
       const summary = await server.finished;
+      await served.close();
       send({ type: "finished", summary });
       return;
     }

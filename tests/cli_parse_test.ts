@@ -41,7 +41,65 @@ Deno.test("cli: the defaults are the contract's", () => {
     tlsCert: undefined,
     tlsKey: undefined,
     adminPort: undefined,
+    chatRedis: undefined,
+    chatRoom: "lobby",
   });
+});
+
+Deno.test("cli: --chat-redis takes a redis:// URL, with --protocol chat only; --chat-room names the room", () => {
+  const chat = ["--protocol", "chat", "--chat-redis"];
+  for (
+    const url of [
+      "redis://127.0.0.1:6379",
+      "redis://cache.internal",
+      "redis://:secret@cache:6380/2",
+      "redis://[::1]:6379",
+    ]
+  ) {
+    assert.equal(options([...chat, url]).chatRedis, url);
+  }
+  assert.equal(options([...chat, "redis://h:1"]).chatRoom, "lobby");
+  assert.equal(
+    options([...chat, "redis://h:1", "--chat-room", "ops.team-2"]).chatRoom,
+    "ops.team-2",
+  );
+  for (
+    const url of [
+      "127.0.0.1:6379",
+      "rediss://h:6379",
+      "http://h:6379",
+      "redis://",
+      "redis://h:99999",
+      "redis://h:port",
+      "redis://h:6379/x",
+      "redis://h:6379?db=1",
+    ]
+  ) {
+    assert.match(
+      error([...chat, url]),
+      /--chat-redis.*redis:\/\/HOST:PORT/,
+      url,
+    );
+  }
+  assert.match(
+    error(["--chat-redis", "redis://h:1"]),
+    /--chat-redis needs --protocol chat/,
+  );
+  assert.match(
+    error(["--protocol", "echo", "--chat-redis", "redis://h:1"]),
+    /--chat-redis needs --protocol chat/,
+  );
+  assert.match(
+    error(["--protocol", "chat", "--chat-room", "x"]),
+    /--chat-room needs --chat-redis/,
+  );
+  for (const room of ["", "a b", "x".repeat(65), "caf\u00e9", "a:b"]) {
+    assert.match(
+      error([...chat, "redis://h:1", "--chat-room", room]),
+      /--chat-room/,
+      room,
+    );
+  }
 });
 
 Deno.test("cli: timeouts take fractions of a second; 0 turns idle timeout off", () => {

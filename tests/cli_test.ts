@@ -120,6 +120,11 @@ const BAD_ARGS: { args: string[]; names: string }[] = [
   },
   { args: ["--proxy-protocol=yes"], names: "proxy-protocol" },
   { args: ["--protocol", "chat", "--workers", "2"], names: "--protocol chat" },
+  { args: ["--chat-redis", "redis://127.0.0.1:1"], names: "--chat-redis" },
+  {
+    args: ["--protocol", "chat", "--chat-redis", "tcp://127.0.0.1:1"],
+    names: "chat-redis",
+  },
 ];
 
 for (const { args, names } of BAD_ARGS) {
