@@ -136,7 +136,8 @@ export class RedisChatRoom implements ChatRoom {
     link.listen({
       onMessage: (text) => this.#hear(text),
       onLost: (error) => this.#lost(error),
-      onBack: () => this.#rejoin(),
+      // A failed rejoin is tried again at the next heartbeat.
+      onBack: () => void this.#rejoin().catch(() => {}),
     });
     this.#timer = setInterval(
       () => this.#tick(),

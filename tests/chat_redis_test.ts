@@ -26,11 +26,19 @@ if (missing) console.error(`chat_redis_test.ts: ignoring: ${missing}`);
 const UNAVAILABLE = "ERROR. Chat is unavailable, try again later";
 const SHUTTING_DOWN = "<server shutting down>";
 
-/** A test that needs redis-server; reported as ignored, with why, when it is missing. */
-function redisTest(name: string, fn: () => Promise<void>) {
+/**
+ * A test that needs redis-server (and any `alsoMissing` tool); reported as
+ * ignored, with why, when one is missing.
+ */
+function redisTest(
+  name: string,
+  fn: () => Promise<void>,
+  alsoMissing?: string,
+) {
+  const why = missing ?? alsoMissing;
   Deno.test({
-    name: missing ? `${name} (ignored: ${missing})` : name,
-    ignore: missing !== undefined,
+    name: why ? `${name} (ignored: ${why})` : name,
+    ignore: why !== undefined,
     fn,
   });
 }
@@ -462,11 +470,11 @@ redisTest(
 );
 
 const noHaproxy = await haproxyMissingReason();
+if (noHaproxy) console.error(`chat_redis_test.ts: HAProxy test: ${noHaproxy}`);
 
 redisTest(
   "chat across instances: behind HAProxy, members on both instances are one room (health checks do not join it)",
   async () => {
-    if (noHaproxy) return console.log(`skipped: ${noHaproxy}`);
     const [front, stats] = distinctFreePorts(2);
     await withRoom(2, async ({ instances }) => {
       const config = new URL("../deploy/haproxy-chat.cfg", import.meta.url);
@@ -518,4 +526,5 @@ redisTest(
       }
     }, { args: ["--proxy-protocol"] });
   },
+  noHaproxy,
 );
