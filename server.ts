@@ -38,7 +38,6 @@ import {
   openProtocol,
   redisWhere,
   type ServedProtocol,
-  type SharedChatSettings,
 } from "./src/served_protocol.ts";
 import {
   WorkerPool,
@@ -134,7 +133,7 @@ async function startService(
     ...serverOptionsOf(options),
     tls,
   };
-  const chat = sharedChatOf(options);
+  const chat = options.chat;
   if (workers === 1) {
     let served: ServedProtocol;
     try {
@@ -221,13 +220,6 @@ async function startService(
   }
 }
 
-/** `--chat-redis` and `--chat-room`, when the room is shared. */
-function sharedChatOf(options: CliOptions): SharedChatSettings | undefined {
-  return options.chatRedis === undefined
-    ? undefined
-    : { url: options.chatRedis, room: options.chatRoom };
-}
-
 /** Why the admin port could not be bound, in one line. */
 function adminListenError(
   options: CliOptions,
@@ -267,9 +259,9 @@ function announceListening(
     shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
     proxyProtocol: options.proxyProtocol,
     tls: options.tlsCert !== undefined,
-    ...(options.chatRedis === undefined ? {} : {
-      chatRoom: options.chatRoom,
-      chatRedis: redisWhere(options.chatRedis),
+    ...(options.chat === undefined ? {} : {
+      chatRoom: options.chat.room,
+      chatRedis: redisWhere(options.chat.url),
     }),
   };
   const parts = [
@@ -285,9 +277,9 @@ function announceListening(
     `shutdown timeout ${limits.shutdownTimeoutSeconds} s`,
     ...(limits.proxyProtocol ? ["PROXY protocol"] : []),
     ...(limits.tls ? ["TLS"] : []),
-    ...(options.chatRedis === undefined
+    ...(limits.chatRedis === undefined
       ? []
-      : [`chat room ${options.chatRoom} on ${redisWhere(options.chatRedis)}`]),
+      : [`chat room ${limits.chatRoom} on ${limits.chatRedis}`]),
   ];
   announceLogger.info(`listening on ${address} (${parts.join(", ")})`, {
     address,

@@ -14,6 +14,7 @@ import {
 } from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
 import type { WorkerServerOptions } from "./cluster.ts";
+import type { SharedChatSettings } from "./served_protocol.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 
 export { PROTOCOL_NAMES, type ProtocolName };
@@ -58,10 +59,8 @@ export interface CliOptions {
   tlsKey: string | undefined;
   /** `--admin-port`, if given. */
   adminPort: number | undefined;
-  /** `--chat-redis`: the Redis of a chat room shared by several instances. */
-  chatRedis: string | undefined;
-  /** `--chat-room`: the room's name in that Redis. */
-  chatRoom: string;
+  /** `--chat-redis` and `--chat-room`: a chat room shared through Redis. */
+  chat: SharedChatSettings | undefined;
 }
 
 /** What the command line asks for. */
@@ -359,8 +358,10 @@ export function parseCli(args: string[]): CliRequest {
       adminPort: values["admin-port"] === undefined
         ? undefined
         : integer("admin-port", values["admin-port"], 0, 65535),
-      chatRedis,
-      chatRoom: roomName("chat-room", values["chat-room"] ?? "lobby"),
+      chat: chatRedis === undefined ? undefined : {
+        url: chatRedis,
+        room: roomName("chat-room", values["chat-room"] ?? "lobby"),
+      },
     };
     return { kind: "run", options };
   } catch (error) {

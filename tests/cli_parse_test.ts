@@ -41,8 +41,7 @@ Deno.test("cli: the defaults are the contract's", () => {
     tlsCert: undefined,
     tlsKey: undefined,
     adminPort: undefined,
-    chatRedis: undefined,
-    chatRoom: "lobby",
+    chat: undefined,
   });
 });
 
@@ -56,11 +55,11 @@ Deno.test("cli: --chat-redis takes a redis:// URL, with --protocol chat only; --
       "redis://[::1]:6379",
     ]
   ) {
-    assert.equal(options([...chat, url]).chatRedis, url);
+    assert.equal(options([...chat, url]).chat?.url, url);
   }
-  assert.equal(options([...chat, "redis://h:1"]).chatRoom, "lobby");
+  assert.equal(options([...chat, "redis://h:1"]).chat?.room, "lobby");
   assert.equal(
-    options([...chat, "redis://h:1", "--chat-room", "ops.team-2"]).chatRoom,
+    options([...chat, "redis://h:1", "--chat-room", "ops.team-2"]).chat?.room,
     "ops.team-2",
   );
   for (
