@@ -372,6 +372,12 @@ export class RedisChatRoom implements ChatRoom {
     }
     const wasAvailable = this.#available;
     this.#available = this.#link.ready;
+    // Members that left while the script ran were registered by it.
+    for (const [id, name] of this.#available ? this.#departed : []) {
+      this.#departed.delete(id);
+      this.#run(scripts.LEAVE, [id, name, 0])
+        .catch(() => this.#departed.set(id, name));
+    }
     if (!wasAvailable && this.#available && this.#joinedOnce) {
       this.#logger.info("chat room at {where} reached again: rejoined", {
         where: this.#link.where,
