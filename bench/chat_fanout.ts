@@ -19,7 +19,7 @@
  * count. Prints one line of JSON per measurement.
  *
  * ```sh
- * deno run --allow-net=127.0.0.1 --allow-run --allow-read bench/chat_fanout.ts [--members=100] [--senders=4] [--seconds=3] [--rooms=local,redis]
+ * deno run --allow-net=127.0.0.1 --allow-run --allow-read bench/chat_fanout.ts [--members=100] [--senders=4] [--seconds=3] [--rooms=local,redis] [--rate=MESSAGES_PER_S]
  * ```
  *
  * @module
@@ -48,6 +48,8 @@ interface Options {
   senders: number;
   seconds: number;
   rooms: ("local" | "redis")[];
+  /** Offered messages/s of the latency runs; 0: 10% of the Redis room's most. */
+  rate: number;
 }
 
 function parseOptions(args: string[]): Options {
@@ -56,9 +58,12 @@ function parseOptions(args: string[]): Options {
     senders: 4,
     seconds: 3,
     rooms: ["local", "redis"],
+    rate: 0,
   };
   for (const arg of args) {
-    const number = /^--(members|senders|seconds)=(\d+(?:\.\d+)?)$/.exec(arg);
+    const number = /^--(members|senders|seconds|rate)=(\d+(?:\.\d+)?)$/.exec(
+      arg,
+    );
     const rooms = /^--rooms=((?:local|redis)(?:,(?:local|redis))*)$/.exec(arg);
     if (number) options[number[1] as "members"] = Number(number[2]);
     else if (rooms) options.rooms = rooms[1].split(",") as Options["rooms"];
@@ -268,7 +273,9 @@ if (import.meta.main) {
       const most = await run(
         kind,
         options,
-        (full) => Math.max(1, Math.round(LATENCY_LOAD * (redisRate ?? full))),
+        (full) =>
+          options.rate ||
+          Math.max(1, Math.round(LATENCY_LOAD * (redisRate ?? full))),
       );
       if (kind === "redis") redisRate = most;
     }
