@@ -150,6 +150,14 @@ export class RedisChatRoom implements ChatRoom {
    * URL (without its credentials) if Redis cannot be reached.
    */
   static async connect(options: RedisChatRoomOptions): Promise<RedisChatRoom> {
+    const heartbeatMs = options.heartbeatMs ?? 2000;
+    if (
+      !(heartbeatMs > 0 && (options.instanceTtlMs ?? 8000) > 2 * heartbeatMs)
+    ) {
+      throw new RangeError(
+        "Cannot use heartbeatMs and instanceTtlMs: expected 0 < 2 * heartbeatMs < instanceTtlMs",
+      );
+    }
     const where = redisWhere(options.url);
     let link: RedisLink;
     try {
