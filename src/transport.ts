@@ -286,11 +286,23 @@ const sharedReadBuffer = new Uint8Array(SHARED_READ_BYTES);
 const RECEIVER = Symbol("receiver");
 /** Marks a socket created with the shared read buffer. */
 const LENDS_READS = Symbol("lends reads");
+const TCP_PAUSED = Symbol("tcp paused");
+
+/** A libuv-like stream handle, as Deno's `node:net` has one per socket. */
+interface StreamHandle {
+  reading?: boolean;
+  readStart?(): number;
+  readStop?(): number;
+  /** Under TLS: the TCP handle that feeds the TLS layer. */
+  _nativeTcpHandle?: StreamHandle;
+}
 
 type ReadingSocket = Duplex & {
   [RECEIVER]?: ByteReceiver;
   [LENDS_READS]?: true;
-  _handle?: { reading?: boolean; readStart?(): number; readStop?(): number };
+  /** The TCP reads under this stream's TLS layer were stopped by pauseReading. */
+  [TCP_PAUSED]?: boolean;
+  _handle?: StreamHandle;
 };
 
 /** The `onread` callback of every lending socket: hands the bytes to its receiver. */
@@ -304,7 +316,7 @@ function onLentRead(this: ReadingSocket, length: number, buffer: Uint8Array) {
 function onOwnedChunk(this: ReadingSocket, chunk: Uint8Array) {
   const receiver = this[RECEIVER];
   if (receiver !== undefined && receiver.onBytes(chunk) === false) {
-    this.pause();
+    pauseReading(this);
   }
 }
 
@@ -360,10 +372,23 @@ export function stopReceiving(stream: Duplex): void {
   pauseReading(stream);
 }
 
-/** Stops reading `stream` (its receiver gets nothing until resumed). */
+/**
+ * Stops reading `stream` (its receiver gets nothing until resumed). Under
+ * TLS the TCP reads beneath stop too: pausing a TLS stream alone stops only
+ * its events, and Deno's TLS layer would go on reading and decrypting
+ * whatever the client sends, without bound.
+ */
 export function pauseReading(stream: Duplex): void {
   const reading = stream as ReadingSocket;
-  if (!reading[LENDS_READS]) return void stream.pause();
+  if (!reading[LENDS_READS]) {
+    stream.pause();
+    const tcp = reading._handle?._nativeTcpHandle;
+    if (tcp?.readStop !== undefined && !reading[TCP_PAUSED]) {
+      reading[TCP_PAUSED] = true;
+      tcp.readStop();
+    }
+    return;
+  }
   const handle = reading._handle;
   if (handle?.reading && handle.readStop !== undefined) {
     handle.reading = false;
@@ -374,7 +399,13 @@ export function pauseReading(stream: Duplex): void {
 /** Reads `stream` again after {@linkcode pauseReading} (or a receiver's false). */
 export function resumeReading(stream: Duplex): void {
   const reading = stream as ReadingSocket;
-  if (!reading[LENDS_READS]) return void stream.resume();
+  if (!reading[LENDS_READS]) {
+    if (reading[TCP_PAUSED]) {
+      reading[TCP_PAUSED] = false;
+      reading._handle?._nativeTcpHandle?.readStart?.();
+    }
+    return void stream.resume();
+  }
   const handle = reading._handle;
   if (handle !== undefined && !handle.reading && handle.readStart) {
     handle.reading = true;
