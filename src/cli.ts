@@ -166,7 +166,7 @@ const STRING = { type: "string" } as const;
  * option); joining it into `--port=-1` lets validation name the real
  * problem: the number is out of range.
  */
-function attachNegativeValues(args: string[]): string[] {
+export function attachNegativeValues(args: string[]): string[] {
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const next = args[i + 1];
@@ -183,7 +183,7 @@ function attachNegativeValues(args: string[]): string[] {
 }
 
 /** Turns node's parseArgs errors into one line that names the option. */
-function describeParseError(error: Error & { code?: string }): string {
+export function describeParseError(error: Error & { code?: string }): string {
   const option = error.message.match(/'(-[^' ]*)/)?.[1];
   switch (error.code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
