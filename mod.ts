@@ -40,15 +40,25 @@ export {
   EchoSession,
   evaluateIntegers,
   type Frame,
+  FrameDecoder,
+  FrameEncoder,
+  type FramingOptions,
   LINE_TOO_LONG,
   type LineConnection,
-  LineDecoder,
   type LineProtocol,
   type LineSession,
   type PeerAddress,
   type Reply,
+  type ReplyContext,
 } from "./protocol.ts";
 export { chatProtocol } from "./src/chat.ts";
+export {
+  type FoldingSink,
+  foldingSink,
+  type FoldingSinkOptions,
+} from "./src/log_folding.ts";
+export { type LogRecordFields, logTextFormatter } from "./src/log_format.ts";
+export type { Clock } from "./src/timeout_tracker.ts";
 export { ConnectionGroup } from "./src/connection_group.ts";
 export { ServerReplies } from "./src/replies.ts";
 export {
@@ -72,4 +82,3 @@ export {
   type ClientTlsOptions,
   type RetryOptions,
 } from "./src/client_connect.ts";
-export type { FramingOptions } from "./src/framing.ts";

@@ -15,8 +15,15 @@ export type {
   LineSession,
   PeerAddress,
   Reply,
+  ReplyContext,
 } from "./src/session.ts";
-export { type Frame, LINE_TOO_LONG, LineDecoder } from "./src/line_decoder.ts";
+export {
+  type Frame,
+  FrameDecoder,
+  FrameEncoder,
+  type FramingOptions,
+  LINE_TOO_LONG,
+} from "./src/framing.ts";
 export {
   type CalculatorMode,
   calculatorProtocol,

@@ -23,8 +23,10 @@ import {
   announceLogger,
   configureLogging,
   firstLine,
+  flushLogs,
   plural,
   serverLogger,
+  writeStderrLine,
 } from "./src/logging.ts";
 import { formatAddr } from "./src/transport.ts";
 import {
@@ -44,6 +46,12 @@ import { validateTlsPair } from "./src/tls.ts";
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
+/**
+ * How long the last log lines may take to reach stderr before the process
+ * exits anyway: long enough for any reader that reads, short enough that a
+ * wedged one does not hold the exit.
+ */
+const EXIT_FLUSH_MS = 1000;
 
 /** What server.ts runs: one LineServer, or a WorkerPool of them. */
 interface Service {
@@ -268,7 +276,7 @@ function logSummary(summary: ShutdownSummary) {
 /** One line on stderr; a JSON object when the logs are JSON, so every line parses. */
 function reportStartError(message: string, options: CliOptions) {
   if (options.logFormat === "json") serverLogger.error(message);
-  else console.error(`lineserver: ${message}`);
+  else writeStderrLine(`lineserver: ${message}`);
 }
 
 /** Runs the command with `args` and returns its exit code. */
@@ -282,7 +290,7 @@ export async function main(args: string[]): Promise<number> {
       console.log(`lineserver ${VERSION}`);
       return 0;
     case "error":
-      console.error(`lineserver: ${request.message}`);
+      writeStderrLine(`lineserver: ${request.message}`);
       return EXIT_USAGE;
   }
   const options = request.options;
@@ -303,7 +311,7 @@ export async function main(args: string[]): Promise<number> {
   let admin: AdminServer | undefined;
   if (options.adminPort !== undefined) {
     try {
-      admin = startAdminServer({
+      admin = await startAdminServer({
         hostname: options.host,
         port: options.adminPort,
         isDraining: () => service.draining,
@@ -359,5 +367,12 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  let exitCode: number;
+  try {
+    exitCode = await main(Deno.args);
+  } finally {
+    // Also before an unexpected error is reported: the lines before it first.
+    await flushLogs(EXIT_FLUSH_MS);
+  }
+  Deno.exit(exitCode);
 }

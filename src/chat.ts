@@ -197,6 +197,7 @@ class ChatSession implements LineSession {
  *   send: (...lines) => (inbox.push(...lines.map((l) => `${id} < ${l}`)), true),
  *   draining: false,
  *   drained: () => Promise.resolve(),
+ *   readBytes: () => {},
  *   close: () => {},
  * });
  * const chat = createChatProtocol();

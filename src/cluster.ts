@@ -8,7 +8,7 @@
  */
 import type { ServerOptions, ShutdownSummary } from "./line_server.ts";
 import { type MetricsSnapshot, ServerMetrics } from "./metrics.ts";
-import type { LogFormat } from "./logging.ts";
+import { logDropCounter, type LogFormat, writeStderrLine } from "./logging.ts";
 import type { LogLevel } from "@logtape/logtape";
 import type { ProtocolName } from "./protocol_names.ts";
 
@@ -27,6 +27,8 @@ export type ToWorker =
     options: WorkerServerOptions;
     logLevel: LogLevel;
     logFormat: LogFormat;
+    /** The main thread's count of dropped log lines, shared: one count for the process. */
+    logDropCounter: SharedArrayBuffer;
   }
   | { type: "shutdown" }
   | { type: "abort" }
@@ -89,7 +91,7 @@ class WorkerHandle {
     // A worker that dies must not leave the supervisor waiting forever.
     this.worker.onerror = (event) => {
       event.preventDefault();
-      console.error(`lineserver: worker failed: ${event.message}`);
+      writeStderrLine(`lineserver: worker failed: ${event.message}`);
       const failed = this.#waiters.get("listening");
       failed?.({ type: "failed", error: event.message, addrInUse: false });
       const finished = this.#waiters.get("finished");
@@ -172,6 +174,7 @@ export class WorkerPool {
           },
           logLevel: options.logLevel,
           logFormat: options.logFormat,
+          logDropCounter: logDropCounter(),
         });
         const message = await ready;
         if (message.type === "failed") {

@@ -7,7 +7,7 @@
 /// <reference lib="deno.worker" />
 import { startServer } from "./line_server.ts";
 import { builtinProtocols } from "../protocol.ts";
-import { configureLogging, firstLine } from "./logging.ts";
+import { configureLogging, firstLine, flushLogs } from "./logging.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import type { LineServer } from "./line_server.ts";
 
@@ -17,14 +17,27 @@ function send(message: FromWorker) {
   self.postMessage(message);
 }
 
+/**
+ * Sends the last message of this worker once its log lines are out (or have
+ * had a second): the main thread ends the worker when it has the message.
+ */
+async function sendLast(message: FromWorker) {
+  await flushLogs(1000);
+  send(message);
+}
+
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   switch (message.type) {
     case "start": {
-      configureLogging({ level: message.logLevel, format: message.logFormat });
+      configureLogging({
+        level: message.logLevel,
+        format: message.logFormat,
+        dropCounter: message.logDropCounter,
+      });
       const protocol = builtinProtocols[message.protocol];
       if (protocol === undefined) {
-        send({
+        await sendLast({
           type: "failed",
           error: `Protocol ${message.protocol} is not built in`,
           addrInUse: false,
@@ -34,7 +47,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       try {
         server = await startServer({ ...message.options, protocol });
       } catch (error) {
-        send({
+        await sendLast({
           type: "failed",
           error: firstLine(error),
           addrInUse: error instanceof Deno.errors.AddrInUse,
@@ -43,7 +56,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       }
       send({ type: "listening", addr: server.addr });
       const summary = await server.finished;
-      send({ type: "finished", summary });
+      await sendLast({ type: "finished", summary });
       return;
     }
     case "shutdown":

@@ -1,42 +1,66 @@
 /**
- * The per-connection handler: owns one client stream, its line decoder, its
- * output and its protocol session, and serves them until the connection
- * ends.
+ * The per-connection handler: owns one client stream, its framer, its output
+ * queue and its protocol session, and serves them until the connection ends.
  *
- * Data flows one way: stream → {@linkcode LineDecoder} → session → one write
- * per batch of input. The handler stops reading while a reply is being
- * computed asynchronously or while the client is not reading what was
- * written (backpressure), so no client is buffered without bound, and a
- * batch of heavy lines yields to other connections every few milliseconds.
+ * Data flows one way: stream → {@linkcode FrameDecoder} (pulled) → session →
+ * {@linkcode OutputQueue} → one write per batch. The handler pulls the next
+ * request only while it may answer it: not while a reply is being computed,
+ * not while the client leaves its replies unread, and not past its time
+ * slice when other connections wait. While it does not pull it does not
+ * read, so no client is buffered without bound.
+ *
+ * Closing has explicit phases, each owning its one timer: `flushing` (the
+ * last output and our FIN on their way), `lingering` (FIN sent: input is
+ * dropped until the client's FIN, so that our last replies are not destroyed
+ * by a reset), `forcing` (a best-effort goodbye at a deadline), `closed`.
  *
  * @module
  */
 import type { Duplex } from "node:stream";
-import { Buffer } from "node:buffer";
 import type { Logger } from "@logtape/logtape";
-import { type Frame, LINE_TOO_LONG, LineDecoder } from "./line_decoder.ts";
+import {
+  describeValue,
+  type Frame,
+  FrameDecoder,
+  type FrameEncoder,
+  type FramingOptions,
+  LINE_TOO_LONG,
+} from "./framing.ts";
 import type {
   CloseReason,
   LineConnection,
   LineProtocol,
   LineSession,
   PeerAddress,
-  Reply,
+  ReplyContext,
 } from "./session.ts";
 import type { ServerMetrics } from "./metrics.ts";
-import { formatAddr } from "./transport.ts";
+import {
+  formatAddr,
+  pauseReading,
+  receiveBytes,
+  resumeReading,
+} from "./transport.ts";
+import {
+  type BroadcastLog,
+  type LogPosition,
+  OutputQueue,
+} from "./output_queue.ts";
 import { ServerReplies } from "./replies.ts";
 import type { TimeoutTracker } from "./timeout_tracker.ts";
-import { errorWithStack, plural } from "./logging.ts";
+import { errorWithStack } from "./logging.ts";
 
 /** Settings every connection of a server shares. */
 export interface ConnectionConfig {
   /** The protocol spoken on every connection. */
   protocol: LineProtocol;
-  maxLineBytes: number;
-  /** The reply to a line over the limit, CRLF included. */
+  /** The protocol's framing, its limit resolved. */
+  framing: FramingOptions & { maxFrameBytes: number };
+  /** Ends and checks every line written. */
+  encoder: FrameEncoder;
+  /** The reply to a frame over the limit, ended. */
   tooLongReply: string;
-  /** Bound of lines waiting for a client (see `LineProtocol.maxQueuedBytes`). */
+  /** Bound of everything waiting for a client (see `LineProtocol.maxQueuedBytes`). */
   maxQueuedBytes: number;
   /** Whether request lines are logged (debug level). */
   logLines: boolean;
@@ -44,6 +68,8 @@ export interface ConnectionConfig {
   idle: TimeoutTracker<Connection> | undefined;
   /** Closes connections whose line is unfinished after the line timeout; absent when disabled. */
   line: TimeoutTracker<Connection> | undefined;
+  /** Ends a reply promise that has not settled in time; absent when disabled. */
+  replyDeadline: TimeoutTracker<Connection> | undefined;
   /**
    * After our FIN, how long to keep reading (and dropping) what the client
    * still sends before closing. Closing a socket with unread input makes the
@@ -59,28 +85,28 @@ export interface ConnectionConfig {
   logger: Logger;
 }
 
-/**
- * Where the handler is: `open` while it serves; `closing` once its final
- * output and FIN are on their way (input is dropped); `closed` when the
- * stream is gone and the session has been told.
- */
-type State = "open" | "closing" | "closed";
+/** Where the handler is in its life (see the module documentation). */
+type State = "open" | "flushing" | "lingering" | "forcing" | "closed";
 
 /**
- * Why an open connection is not reading: a reply promise is pending, or a
- * batch of lines used up its time slice and waits for its next turn.
- * (Unread output is the third reason, read off the stream itself.)
+ * Why an open connection pulls no request: a reply promise is pending, its
+ * time slice is used up, or the client has not read its replies.
  */
-type Wait = "reply" | "turn" | undefined;
+type Wait = "reply" | "turn" | "output" | undefined;
 
-const CRLF = "\r\n";
 /** The longest a connection computes replies before letting others run. */
 const TIME_SLICE_MS = 2;
+/** Output text written mid-batch once it reaches this many UTF-16 units. */
+const FLUSH_UNITS = 16 * 1024;
 /** How long closing output may take to be written before the stream is destroyed. */
 const FINAL_FLUSH_MS = 1500;
 /** How long a forced close waits for its best-effort shutdown line. */
 const FORCED_LINE_WAIT_MS = 50;
-const encoder = new TextEncoder();
+/**
+ * Past this many bytes waiting, `send` answers false (wait for `drained`),
+ * and a group counts the member as behind.
+ */
+export const HIGH_WATER_BYTES = 64 * 1024;
 /** Default bound of {@linkcode LineProtocol.maxQueuedBytes}. */
 export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 
@@ -88,14 +114,26 @@ export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 const OWNER = Symbol("connection");
 type OwnedStream = Duplex & { [OWNER]: Connection };
 
+/** What a broadcast hands a member's queue directly (see ConnectionGroup). */
+export const QUEUE_SPAN = Symbol("queue span");
+
+/** Waiting for the queue to fall to `bytes` (0: empty and written out). */
+interface DrainWaiter {
+  bytes: number;
+  resolve: () => void;
+}
+
 /** One admitted connection and the task that serves it. */
 export class Connection implements LineConnection {
   readonly id: number;
   readonly peer: PeerAddress;
   readonly #stream: Duplex;
   readonly #config: ConnectionConfig;
+  /** A health check (PROXY v2 LOCAL): no greeting, logged at debug. */
+  readonly #quiet: boolean;
   /** Made at the first byte received: an idle connection needs none. */
-  #decoder: LineDecoder | undefined;
+  #decoder: FrameDecoder | undefined;
+  readonly #out = new OutputQueue();
   readonly #openedAt = Date.now();
   #session: LineSession | undefined;
   #state: State = "open";
@@ -103,18 +141,26 @@ export class Connection implements LineConnection {
   #reading = false;
   /** A `drain` listener is waiting for the client to read (attached only then). */
   #awaitingDrain = false;
-  /** Request lines framed and not yet answered, from index #next on. */
-  #frames: Frame[] = [];
-  #next = 0;
-  /** Output not yet handed to the stream; written once per batch. */
-  #out = "";
   #flushQueued = false;
   #pumping = false;
+  /** Inside `onBytes`: the bytes are lent, and its return value decides reading. */
+  #inRead = false;
+  /** Inside the session's `reply` (or waiting for its promise): `close` waits for it. */
+  #replying = false;
+  /** `close` was called during a reply: its final line, or null for none. */
+  #closeRequest: string | null | undefined;
+  /** The current request's cancellation, made only when a session asks for it. */
+  #replyAbort: AbortController | undefined;
+  #replyContext: ReplyContext | undefined;
   /** The client half-closed: answer what is left, then close. */
   #peerEnded = false;
+  #lineClock = false;
+  /** Frames pulled since the line clock last started. */
+  #framesSinceLineStart = 0;
   #outcome: CloseReason = "peer_closed";
   #lines = 0;
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #phaseTimer: ReturnType<typeof setTimeout> | undefined;
+  #drainWaiters: DrainWaiter[] | undefined;
 
   // An idle connection should cost little more than its socket: settings
   // shared by all live in the config, and the log text of the peer is made
@@ -122,12 +168,13 @@ export class Connection implements LineConnection {
   constructor(
     stream: Duplex,
     config: ConnectionConfig,
-    options: { id: number; peer: PeerAddress },
+    options: { id: number; peer: PeerAddress; quiet?: boolean },
   ) {
     this.#stream = stream;
     this.#config = config;
     this.id = options.id;
     this.peer = options.peer;
+    this.#quiet = options.quiet ?? false;
   }
 
   /** The peer as `HOST:PORT`, for logs. */
@@ -148,79 +195,126 @@ export class Connection implements LineConnection {
     return this.#outcome;
   }
 
-  /** Starts serving; `config.onEnd` is called when the connection has ended. Never throws. */
-  run(): void {
+  /** A health check rather than a client (see the constructor's `quiet`). */
+  get quiet(): boolean {
+    return this.#quiet;
+  }
+
+  /**
+   * Starts serving; `config.onEnd` is called when the connection has ended.
+   * `initial` are bytes already read for it (after a PROXY header). Never
+   * throws.
+   */
+  run(initial?: Uint8Array): void {
     const stream = this.#stream;
     (stream as OwnedStream)[OWNER] = this;
-    stream.on("data", Connection.#dataListener);
     stream.on("end", Connection.#endListener);
     stream.on("error", Connection.#errorListener);
     stream.on("close", Connection.#closeListener);
-    this.#config.logger.info("connection opened {peer}", {
-      peer: this.peerText,
-    });
+    this.#log("connection opened {peer}", { peer: this.peerText });
     this.#config.idle?.start(this);
     try {
       this.#session = this.#config.protocol.createSession(this);
-      if (this.#session.greeting !== undefined) {
-        this.#out = this.#session.greeting + CRLF + this.#out;
+      const greeting = this.#session.greeting;
+      if (greeting !== undefined && !this.#quiet) {
+        this.#out.appendText(this.#config.encoder.line(greeting));
       }
     } catch (error) {
       // Nothing is owed to the client yet: close at once.
       this.#logFault(error);
       this.#endAs("fault");
-      this.#state = "closing";
       this.#destroy();
       return;
     }
-    this.#pump();
+    this.#reading = true;
+    receiveBytes(stream, this);
+    if (initial !== undefined && initial.length > 0) this.onBytes(initial);
+    else this.#flush();
   }
 
   send(...lines: string[]): boolean {
     if (this.#state !== "open") return false;
-    for (const line of lines) this.#out += line + CRLF;
-    const queued = this.#queuedBytes();
-    if (queued > this.#config.maxQueuedBytes) {
-      this.#disconnectSlowConsumer(queued);
-      return false;
+    const { encoder } = this.#config;
+    for (const line of lines) encoder.check(line, { refuseCr: true });
+    for (const line of lines) this.#out.appendText(line + encoder.ending);
+    return this.#afterQueued();
+  }
+
+  /** Queues `[position, end)` of a group's log (see ConnectionGroup). */
+  [QUEUE_SPAN](log: BroadcastLog, position: LogPosition, end: number): boolean {
+    if (this.#state !== "open") return false;
+    this.#out.appendSpan(log, position, end);
+    return this.#afterQueued();
+  }
+
+  /**
+   * After output was queued by `send` or a broadcast: enforces the bound,
+   * schedules one write for everything queued in this turn.
+   */
+  #afterQueued(): boolean {
+    const stream = this.#stream;
+    const out = this.#out;
+    const max = this.#config.maxQueuedBytes;
+    if (out.waitingBytesAtMost(stream) > max) {
+      const queued = out.waitingBytes(stream, true);
+      if (queued > max) {
+        this.#disconnectSlowConsumer(queued);
+        return false;
+      }
     }
     if (!this.#pumping && !this.#flushQueued) {
       // Lines sent in one turn (a broadcast, a listing) go out in one write.
       this.#flushQueued = true;
       queueMicrotask(() => this.#flushQueuedOutput());
     }
-    return queued < this.#stream.writableHighWaterMark;
+    return out.waitingBytes(stream) < HIGH_WATER_BYTES;
   }
 
-  /**
-   * Bytes waiting for this client: in the stream and not yet handed to it.
-   * A UTF-16 code unit is 1 to 3 UTF-8 bytes, so the exact count is taken
-   * only when the cheap bounds cannot decide.
-   */
-  #queuedBytes(): number {
-    const buffered = this.#stream.writableLength;
-    const atMost = this.#out.length * 3 + buffered;
-    if (atMost <= this.#config.maxQueuedBytes) return atMost;
-    return Buffer.byteLength(this.#out, "utf8") + buffered;
+  /** Bytes waiting for this client (a lower bound while text is unencoded). */
+  get waitingBytes(): number {
+    return this.#out.waitingBytes(this.#stream);
   }
 
   drained(): Promise<void> {
+    return this.whenWaitingAtMost(0);
+  }
+
+  /**
+   * Resolves once at most `bytes` wait for this client (0: everything was
+   * handed to the system), or the connection has closed.
+   */
+  whenWaitingAtMost(bytes: number): Promise<void> {
     this.#flush();
-    if (this.#state === "closed" || !this.#stream.writableNeedDrain) {
+    if (this.#state === "closed" || this.#waitingAtMost(bytes)) {
       return Promise.resolve();
     }
+    this.#watchDrain();
     return new Promise((resolve) => {
-      const done = () => {
-        this.#stream.off("drain", done);
-        this.#stream.off("close", done);
-        resolve();
-      };
-      this.#stream.on("drain", done);
-      this.#stream.on("close", done);
+      (this.#drainWaiters ??= []).push({ bytes, resolve });
     });
   }
 
+  #waitingAtMost(bytes: number): boolean {
+    if (bytes === 0) {
+      return this.#out.isEmpty && this.#stream.writableLength === 0;
+    }
+    return this.#out.waitingBytes(this.#stream) <= bytes;
+  }
+
+  readBytes(length: number): void {
+    (this.#decoder ??= new FrameDecoder(this.#config.framing)).readBytes(
+      length,
+    );
+  }
+
   close(finalLine?: string): void {
+    if (finalLine !== undefined) this.#config.encoder.check(finalLine);
+    if (this.#state !== "open") return;
+    // During a reply, the reply's own lines go first.
+    if (this.#replying) {
+      this.#closeRequest ??= finalLine ?? null;
+      return;
+    }
     this.#beginClosing("quit", finalLine);
   }
 
@@ -236,32 +330,48 @@ export class Connection implements LineConnection {
 
   /** Closes at once (shutdown deadline or abort), with a best-effort shutdown line. */
   forceClose(): void {
-    if (this.#state === "closed") return;
+    if (this.#state === "closed" || this.#state === "forcing") return;
     if (this.#state === "open") {
-      this.#beginClosing("forced", ServerReplies.shuttingDown);
+      this.#endAs("forced");
+      this.#stopClocks();
+      this.#out.appendText(
+        this.#config.encoder.line(ServerReplies.shuttingDown),
+      );
     }
-    clearTimeout(this.#closeTimer);
-    this.#closeTimer = setTimeout(() => this.#destroy(), FORCED_LINE_WAIT_MS);
+    this.#enter("forcing", FORCED_LINE_WAIT_MS);
+    this.#decoder = undefined;
+    this.#flush();
+    if (this.#stream.writableEnded) return;
+    this.#stream.end(() => {
+      if (this.#state === "forcing") this.#destroy();
+    });
   }
 
   /** Called by the server's idle tracker: nothing was received for the idle timeout. */
   onIdleTimeout(): void {
-    if (this.#state !== "open") return;
     this.#beginClosing("idle_timeout", ServerReplies.idleTimeout);
   }
 
   /** Called by the server's line tracker: a line stayed unfinished for the line timeout. */
   onLineTimeout(): void {
-    if (this.#state !== "open") return;
     this.#beginClosing("line_timeout", ServerReplies.lineTimeout);
   }
 
-  // The stream's listeners are shared by every connection (each finds its
-  // own through the stream): five closures per connection would cost more
-  // memory than an idle connection's own state.
-  static #dataListener(this: Duplex, chunk: Uint8Array) {
-    (this as OwnedStream)[OWNER].#onData(chunk);
+  /** Called by the server's reply tracker: a reply promise did not settle in time. */
+  onReplyTimeout(): void {
+    if (this.#state !== "open" || this.#wait !== "reply") return;
+    this.#replyAbort?.abort(new Error("The reply took too long"));
+    this.#config.metrics.handlerFault();
+    this.#config.logger.error(
+      "connection {peer}: a reply did not settle in time: closing",
+      { peer: this.peerText },
+    );
+    this.#beginClosing("reply_timeout");
   }
+
+  // The stream's listeners are shared by every connection (each finds its
+  // own through the stream): closures per connection would cost more memory
+  // than an idle connection's own state.
   static #endListener(this: Duplex) {
     (this as OwnedStream)[OWNER].#onEnd();
   }
@@ -274,177 +384,268 @@ export class Connection implements LineConnection {
   static #drainListener(this: Duplex) {
     const connection = (this as OwnedStream)[OWNER];
     connection.#awaitingDrain = false;
-    connection.#updateReading();
+    connection.#onDrain();
   }
 
-  #onData(chunk: Uint8Array) {
-    if (this.#state !== "open") return; // closing: input is dropped
-    const { idle, line, metrics } = this.#config;
-    metrics.received(chunk.length);
+  /**
+   * Bytes from the client, lent for this call. Returns whether to go on
+   * reading: not while requests wait to be answered.
+   */
+  onBytes(bytes: Uint8Array): boolean {
+    if (this.#state !== "open") return true; // closing: input is dropped
+    this.#config.metrics.received(bytes.length);
     // Any byte, even part of a line, restarts the idle clock.
-    idle?.start(this);
-    const decoder = this.#decoder ??= new LineDecoder(
-      this.#config.maxLineBytes,
-    );
-    const framed = this.#frames.length;
-    const wasInLine = decoder.inLine;
-    decoder.push(chunk, this.#frames);
-    if (line !== undefined) {
-      // The line clock starts with the first byte of a line and stops at its LF.
-      if (!decoder.inLine) line.stop(this);
-      else if (!wasInLine || this.#frames.length > framed) line.start(this);
+    this.#config.idle?.start(this);
+    const decoder = this.#decoder ??= new FrameDecoder(this.#config.framing);
+    decoder.push(bytes);
+    this.#inRead = true;
+    try {
+      this.#pump();
+    } finally {
+      this.#inRead = false;
     }
-    this.#pump();
+    if (this.#state === "open") decoder.release();
+    this.#reading = this.#state !== "open" || this.#wait === undefined;
+    return this.#reading;
   }
 
   #onEnd() {
-    if (this.#state !== "open") return;
+    if (this.#state === "lingering") return this.#destroy();
     this.#peerEnded = true;
-    this.#config.line?.stop(this);
-    this.#decoder?.finish(this.#frames);
+    if (this.#state !== "open") return;
+    this.#stopLineClock();
+    this.#decoder?.end();
     this.#pump();
   }
 
   #onError(error: Error) {
     if (this.#state === "open") {
       this.#endAs("reset");
-      this.#config.logger.debug("connection {peer} lost: {error}", {
+      this.#log("connection {peer} lost: {error}", {
         peer: this.peerText,
         error: String(error),
-      });
+      }, "debug");
     }
     this.#destroy();
   }
 
   /**
-   * Answers the framed lines in order until they are done or the handler
+   * Answers the framed requests in order until they are done or the handler
    * must wait (a reply promise, its turn, the client's reading). Line
    * boundaries are where the end of input and a shutdown take effect.
    */
   #pump(): void {
     if (this.#state !== "open" || this.#wait !== undefined) return;
-    const session = this.#session!;
-    const frames = this.#frames;
-    let sliceStart = 0;
+    const decoder = this.#decoder;
+    const out = this.#out;
+    const sliceStart = Date.now();
     this.#pumping = true;
     try {
-      while (this.#next < frames.length) {
-        const frame = frames[this.#next++];
-        if (frame === LINE_TOO_LONG) {
-          this.#out += this.#config.tooLongReply;
-          this.#lines++;
-          this.#config.metrics.lineTooLong();
-          continue;
+      while (decoder !== undefined) {
+        // One output budget: no further request is answered while the
+        // client leaves the replies it has unread.
+        if (out.textUnits >= FLUSH_UNITS) this.#flush();
+        if (this.#stream.writableNeedDrain) return this.#waitFor("output");
+        const frame = decoder.next();
+        if (frame === undefined) break;
+        this.#answer(frame);
+        if (this.#state !== "open" || this.#wait !== undefined) return;
+        // Fairness: a batch of heavy lines (say, products of thousands of
+        // numbers) must not hold the event loop while other clients wait.
+        // The clock is read every 16 lines, or after a long one, to keep
+        // its cost off the hot path of small pipelined lines.
+        if (
+          ((this.#lines & 15) === 0 ||
+            (frame !== LINE_TOO_LONG && frame.length > 256)) &&
+          Date.now() - sliceStart >= TIME_SLICE_MS
+        ) {
+          return this.#waitFor("turn");
         }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+    if (this.#peerEnded) {
+      return this.#config.draining()
+        ? this.#beginClosing("shutdown", ServerReplies.shuttingDown)
+        : this.#beginClosing("peer_closed");
+    }
+    if (this.#config.draining() && !decoder?.inFrame) {
+      return this.#beginClosing("shutdown", ServerReplies.shuttingDown);
+    }
+    this.#updateLineClock();
+    this.#flush();
+    // Nothing more is read while the client leaves its replies unread.
+    if (this.#stream.writableNeedDrain) return this.#waitFor("output");
+    if (!this.#reading) {
+      this.#reading = true;
+      resumeReading(this.#stream);
+    }
+  }
+
+  /** Answers one frame: the session's reply, or the server's own for an over-long one. */
+  #answer(frame: Frame) {
+    this.#framesSinceLineStart++;
+    if (frame === LINE_TOO_LONG) {
+      this.#out.appendText(this.#config.tooLongReply);
+      this.#lines++;
+      this.#config.metrics.lineTooLong();
+      return;
+    }
+    const session = this.#session!;
+    let reply: unknown;
+    this.#replying = true;
+    try {
+      if (typeof frame === "string") {
         if (this.#config.logLines) {
           this.#config.logger.debug("line from {peer}: {line}", {
             peer: this.peerText,
             line: frame,
           });
         }
-        let reply: Reply | Promise<Reply>;
-        try {
-          reply = session.reply(frame);
-        } catch (error) {
-          return this.#fail(error);
-        }
-        if (reply instanceof Promise) return this.#awaitReply(reply);
-        this.#queueReply(reply);
-        if (this.#state !== "open") return;
-        if (session.ended) return this.#beginClosing("quit");
-        // Fairness: a batch of heavy lines (say, products of thousands of
-        // numbers) must not hold the event loop while other clients wait.
-        // The clock is read every 16 lines, or after a long one, to keep
-        // its cost off the hot path of small pipelined lines.
-        if ((this.#lines & 15) === 0 || frame.length > 256) {
-          const now = Date.now();
-          if (sliceStart === 0) sliceStart = now;
-          else if (now - sliceStart >= TIME_SLICE_MS) return this.#yieldTurn();
-        }
+        reply = session.reply(frame, this.#context());
+      } else if (session.replyBytes === undefined) {
+        throw new TypeError(
+          "The session asked for raw bytes (readBytes) but has no replyBytes",
+        );
+      } else {
+        reply = session.replyBytes(frame, this.#context());
       }
-    } finally {
-      this.#pumping = false;
+    } catch (error) {
+      this.#replying = false;
+      return this.#fail(error);
     }
-    frames.length = 0;
-    this.#next = 0;
-    if (this.#peerEnded) {
-      return this.#config.draining()
-        ? this.#beginClosing("shutdown", ServerReplies.shuttingDown)
-        : this.#beginClosing("peer_closed");
-    }
-    if (this.#config.draining() && this.#atLineBoundary()) {
-      return this.#beginClosing("shutdown", ServerReplies.shuttingDown);
-    }
-    this.#flush();
-    this.#updateReading();
+    if (isThenable(reply)) return this.#awaitReply(reply);
+    this.#replyAbort = undefined;
+    this.#settle(reply);
   }
 
-  #atLineBoundary(): boolean {
-    return this.#wait === undefined && this.#next >= this.#frames.length &&
-      !this.#decoder?.hasPartialLine;
+  /** What a reply receives besides its line: the request's cancellation. */
+  #context(): ReplyContext {
+    return this.#replyContext ??= new RequestContext(this);
   }
 
-  #queueReply(reply: Reply) {
-    if (typeof reply === "string") this.#out += reply + CRLF;
-    else if (reply !== undefined) {
-      for (const line of reply) this.#out += line + CRLF;
+  /** The current request's signal, made on first use. */
+  replySignal(): AbortSignal {
+    return (this.#replyAbort ??= new AbortController()).signal;
+  }
+
+  /** A reply value is here: queues its lines, then honours a close or `ended`. */
+  #settle(reply: unknown) {
+    this.#replying = false;
+    try {
+      this.#queueReply(reply);
+      this.#lines++;
+      this.#config.metrics.lineAnswered();
+      const closeRequest = this.#closeRequest;
+      if (closeRequest !== undefined) {
+        this.#closeRequest = undefined;
+        return this.#beginClosing("quit", closeRequest ?? undefined);
+      }
+      if (this.#session!.ended) this.#beginClosing("quit");
+    } catch (error) {
+      this.#fail(error);
     }
-    this.#answered();
   }
 
-  #answered() {
-    this.#lines++;
-    this.#config.metrics.lineAnswered();
+  /** Queues a reply's lines; throws (a fault of this connection) for a value it cannot send. */
+  #queueReply(reply: unknown) {
+    if (reply === undefined) return;
+    const { encoder } = this.#config;
+    if (typeof reply === "string") {
+      encoder.check(reply);
+      this.#out.appendText(reply + encoder.ending);
+      return;
+    }
+    if (!Array.isArray(reply)) {
+      throw new TypeError(
+        `A reply must be a string, an array of strings or undefined; received ${
+          describeValue(reply)
+        }`,
+      );
+    }
+    for (const line of reply) encoder.check(line);
+    for (const line of reply) this.#out.appendText(line + encoder.ending);
   }
 
   /** A reply is a promise: read nothing more until it settles (request order is kept). */
-  #awaitReply(reply: Promise<Reply>) {
-    this.#wait = "reply";
+  #awaitReply(reply: PromiseLike<unknown>) {
+    this.#replying = true;
+    this.#waitFor("reply");
     // The client waits for us: its silence now is not idleness.
     this.#config.idle?.stop(this);
-    this.#config.line?.stop(this);
-    this.#flush();
-    this.#updateReading();
-    reply.then((value) => {
-      if (this.#state !== "open") return;
-      this.#wait = undefined;
-      this.#config.idle?.start(this);
-      if (this.#decoder?.inLine) this.#config.line?.start(this);
-      this.#queueReply(value);
-      if (this.#state !== "open") return;
-      if (this.#session!.ended) return this.#beginClosing("quit");
+    this.#stopLineClock();
+    this.#config.replyDeadline?.start(this);
+    Promise.resolve(reply).then((value) => {
+      if (!this.#replyDone()) return;
+      this.#settle(value);
       this.#pump();
     }, (error) => {
-      if (this.#state !== "open") return;
-      this.#wait = undefined;
+      if (!this.#replyDone()) return;
+      this.#replying = false;
       this.#fail(error);
     });
   }
 
-  /** Lets other connections run (a macrotask, not a microtask) before going on. */
-  #yieldTurn() {
-    this.#wait = "turn";
-    this.#flush();
-    this.#updateReading();
-    setTimeout(() => {
-      this.#wait = undefined;
-      this.#pump();
-    }, 0);
+  /** A reply promise settled: false when the connection has moved on since. */
+  #replyDone(): boolean {
+    if (this.#state !== "open" || this.#wait !== "reply") return false;
+    this.#wait = undefined;
+    this.#replyAbort = undefined;
+    this.#config.replyDeadline?.stop(this);
+    this.#config.idle?.start(this);
+    return true;
   }
 
-  /** Reads while open and nothing waits; while closing, reads to drop input. */
-  #updateReading() {
-    const needDrain = this.#stream.writableNeedDrain;
-    if (needDrain && !this.#awaitingDrain) {
-      this.#awaitingDrain = true;
-      this.#stream.once("drain", Connection.#drainListener);
+  /** Stops pulling requests until `wait` is over; output so far goes out now. */
+  #waitFor(wait: Exclude<Wait, undefined>) {
+    this.#wait = wait;
+    this.#flush();
+    // Inside onBytes its return value stops the reading.
+    if (this.#reading && !this.#inRead) {
+      this.#reading = false;
+      pauseReading(this.#stream);
     }
-    const read = this.#state === "closing" ||
-      (this.#state === "open" && this.#wait === undefined && !needDrain);
-    if (read === this.#reading) return;
-    this.#reading = read;
-    if (read) this.#stream.resume();
-    else this.#stream.pause();
+    if (wait === "turn") {
+      setTimeout(() => {
+        if (this.#wait !== "turn") return;
+        this.#wait = undefined;
+        this.#pump();
+      }, 0);
+    } else if (wait === "output") {
+      this.#watchDrain();
+    }
+  }
+
+  #watchDrain() {
+    if (this.#awaitingDrain || !this.#stream.writableNeedDrain) return;
+    this.#awaitingDrain = true;
+    this.#stream.once("drain", Connection.#drainListener);
+  }
+
+  /** The client read some of its output: write more, wake what waits for that. */
+  #onDrain() {
+    if (this.#state === "closed") return;
+    this.#flush();
+    this.#wakeDrainWaiters();
+    if (this.#state === "flushing") return this.#finishFlushing();
+    if (this.#wait === "output" && !this.#stream.writableNeedDrain) {
+      this.#wait = undefined;
+      this.#pump();
+    }
+  }
+
+  #wakeDrainWaiters() {
+    const waiters = this.#drainWaiters;
+    if (waiters === undefined) return;
+    const closed = this.#state === "closed";
+    const still = waiters.filter((waiter) => {
+      if (!closed && !this.#waitingAtMost(waiter.bytes)) return true;
+      waiter.resolve();
+      return false;
+    });
+    this.#drainWaiters = still.length > 0 ? still : undefined;
+    if (still.length > 0) this.#watchDrain();
   }
 
   #flushQueuedOutput() {
@@ -453,12 +654,42 @@ export class Connection implements LineConnection {
   }
 
   #flush() {
-    if (this.#out === "") return;
-    // One encoding call (Buffer.from would measure the string first).
-    const bytes = encoder.encode(this.#out);
-    this.#out = "";
-    this.#config.metrics.sent(bytes.length);
-    this.#stream.write(bytes);
+    const sent = this.#out.flush(this.#stream);
+    if (sent > 0) this.#config.metrics.sent(sent);
+    if (!this.#out.isEmpty || this.#drainWaiters !== undefined) {
+      this.#watchDrain();
+    }
+  }
+
+  #atLineBoundary(): boolean {
+    return (this.#wait === undefined || this.#wait === "output") &&
+      !this.#decoder?.inFrame;
+  }
+
+  /** The line clock starts with the first byte of a line and stops at its end. */
+  #updateLineClock() {
+    const line = this.#config.line;
+    if (line === undefined) return;
+    if (!this.#decoder?.inFrame) return this.#stopLineClock();
+    if (!this.#lineClock || this.#framesSinceLineStart > 0) {
+      this.#lineClock = true;
+      this.#framesSinceLineStart = 0;
+      line.start(this);
+    }
+  }
+
+  #stopLineClock() {
+    if (!this.#lineClock) return;
+    this.#lineClock = false;
+    this.#config.line?.stop(this);
+  }
+
+  #stopClocks() {
+    this.#config.idle?.stop(this);
+    this.#stopLineClock();
+    this.#config.replyDeadline?.stop(this);
+    this.#replyAbort?.abort(new Error("The connection is closing"));
+    this.#replyAbort = undefined;
   }
 
   /** A session threw: log it with its stack, deliver the replies owed so far, close. */
@@ -478,12 +709,12 @@ export class Connection implements LineConnection {
 
   #disconnectSlowConsumer(queued: number) {
     this.#endAs("slow_consumer");
+    this.#stopClocks();
     this.#config.logger.warn(
       "connection {peer} does not read its lines ({queued} bytes waiting): disconnecting",
       { peer: this.peerText, queued },
     );
-    this.#out = "";
-    this.#state = "closing";
+    this.#out.clear();
     this.#destroy();
   }
 
@@ -493,25 +724,37 @@ export class Connection implements LineConnection {
    */
   #beginClosing(outcome: CloseReason, finalLine?: string) {
     if (this.#state !== "open") return;
-    this.#state = "closing";
     this.#endAs(outcome);
-    this.#config.idle?.stop(this);
-    this.#config.line?.stop(this);
-    if (finalLine !== undefined) this.#out += finalLine + CRLF;
+    this.#stopClocks();
+    if (finalLine !== undefined) {
+      this.#out.appendText(finalLine + this.#config.encoder.ending);
+    }
+    this.#decoder = undefined;
+    this.#enter("flushing", FINAL_FLUSH_MS);
     this.#flush();
+    if (!this.#reading) {
+      this.#reading = true;
+      resumeReading(this.#stream);
+    }
+    this.#finishFlushing();
+  }
+
+  /** Once every byte is handed over, FIN; then linger for the client's. */
+  #finishFlushing() {
+    // The next drain writes more; end() once only.
+    if (!this.#out.isEmpty || this.#stream.writableEnded) return;
     this.#stream.end(() => {
-      if (this.#state !== "closing") return;
-      clearTimeout(this.#closeTimer);
-      this.#closeTimer = setTimeout(
-        () => this.#destroy(),
-        this.#config.lingerMs,
-      );
+      if (this.#state !== "flushing") return;
+      if (this.#peerEnded) return this.#destroy();
+      this.#enter("lingering", this.#config.lingerMs);
     });
-    this.#closeTimer = setTimeout(
-      () => this.#destroy(),
-      FINAL_FLUSH_MS + this.#config.lingerMs,
-    );
-    this.#updateReading();
+  }
+
+  /** Moves to a closing phase, with its own deadline to destroy the stream. */
+  #enter(state: "flushing" | "lingering" | "forcing", deadlineMs: number) {
+    this.#state = state;
+    clearTimeout(this.#phaseTimer);
+    this.#phaseTimer = setTimeout(() => this.#destroy(), deadlineMs);
   }
 
   /**
@@ -525,24 +768,28 @@ export class Connection implements LineConnection {
   }
 
   #destroy() {
+    if (this.#state === "open") this.#state = "forcing";
     this.#stream.destroy();
   }
 
   #onClose() {
     if (this.#state === "closed") return;
     this.#state = "closed";
-    clearTimeout(this.#closeTimer);
-    this.#config.idle?.stop(this);
-    this.#config.line?.stop(this);
+    clearTimeout(this.#phaseTimer);
+    this.#stopClocks();
+    this.#out.clear();
+    this.#wakeDrainWaiters();
     const { logger, metrics } = this.#config;
-    logger.info(
-      "connection closed {peer} after {durationMs} ms, {linesAnswered}, {reason}",
+    const lines = this.#lines;
+    this.#log(
+      lines === 1
+        ? "connection closed {peer} after {durationMs} ms, {lines} line, {outcome}"
+        : "connection closed {peer} after {durationMs} ms, {lines} lines, {outcome}",
       {
         peer: this.peerText,
         durationMs: Date.now() - this.#openedAt,
-        lines: this.#lines,
-        linesAnswered: plural(this.#lines, "line"),
-        reason: this.#outcome,
+        lines,
+        outcome: this.#outcome,
       },
     );
     try {
@@ -556,4 +803,32 @@ export class Connection implements LineConnection {
     }
     this.#config.onEnd(this);
   }
+
+  /** Connection events: info level, debug for health checks. */
+  #log(
+    message: string,
+    properties: Record<string, unknown>,
+    level: "info" | "debug" = "info",
+  ) {
+    const logger = this.#config.logger;
+    if (level === "debug" || this.#quiet) logger.debug(message, properties);
+    else logger.info(message, properties);
+  }
+}
+
+/** Per connection, made once: hands a reply the current request's signal. */
+class RequestContext implements ReplyContext {
+  readonly #connection: Connection;
+  constructor(connection: Connection) {
+    this.#connection = connection;
+  }
+  get signal(): AbortSignal {
+    return this.#connection.replySignal();
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === "object" ||
+    typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function";
 }

@@ -25,6 +25,7 @@ import type { LineConnection } from "./session.ts";
  *   send: (...lines) => (sent.push(...lines.map((l) => `${id}:${l}`)), true),
  *   draining: false,
  *   drained: () => Promise.resolve(),
+ *   readBytes: () => {},
  *   close: () => {},
  * });
  * const room = new ConnectionGroup();

@@ -2,13 +2,17 @@
  * What happens to an accepted socket before it can be admitted: the PROXY
  * header (when the server sits behind a balancer that sends one) and the
  * TLS handshake (when the server has a certificate), each with its own
- * deadline. The result is the client's stream and its real address.
+ * deadline. The result is the client's stream, its real address, and the
+ * bytes that followed the header.
+ *
+ * Either step ends at once when the client closes, resets, or the server
+ * destroys the socket (a shutdown): a socket in setup holds a slot, so it
+ * must give it back as soon as it is gone.
  *
  * @module
  */
 import type net from "node:net";
 import type { Duplex } from "node:stream";
-import type { Buffer } from "node:buffer";
 import {
   parseProxyHeader,
   PROXY_HEADER_MAX_BYTES,
@@ -16,6 +20,7 @@ import {
 } from "./proxy_header.ts";
 import { startTls, type TlsContext } from "./tls.ts";
 import type { PeerAddress } from "./session.ts";
+import { receiveBytes, stopReceiving } from "./transport.ts";
 
 /** What {@linkcode setUpConnection} needs to know. */
 export interface SetupOptions {
@@ -28,15 +33,22 @@ export interface SetupOptions {
 
 /** A socket ready to serve, or why it is not. */
 export type SetupResult =
-  | { ok: true; stream: Duplex; peer: PeerAddress; socketPeer: PeerAddress }
+  | {
+    ok: true;
+    stream: Duplex;
+    peer: PeerAddress;
+    /** Bytes read after the PROXY header (plain TCP only). */
+    initial: Uint8Array | undefined;
+    /** A PROXY v2 LOCAL connection: the balancer checking the server's health. */
+    healthCheck: boolean;
+  }
   | {
     ok: false;
     failure: "proxy_header_invalid" | "handshake_failed" | "reset";
     reason: string;
-    socketPeer: PeerAddress;
   };
 
-/** The socket's own remote address. */
+/** The socket's own remote address (read it at accept: it is gone once the socket is). */
 export function socketPeer(socket: net.Socket): PeerAddress {
   return {
     hostname: normalizeHost(socket.remoteAddress ?? ""),
@@ -57,10 +69,12 @@ function normalizeHost(host: string): string {
  */
 export async function setUpConnection(
   socket: net.Socket,
+  own: PeerAddress,
   options: SetupOptions,
 ): Promise<SetupResult> {
-  const own = socketPeer(socket);
   let peer = own;
+  let initial: Uint8Array | undefined;
+  let healthCheck = false;
   if (options.proxyHeaderTimeoutMs !== undefined) {
     const header = await readProxyHeader(socket, options.proxyHeaderTimeoutMs);
     if (!header.ok) {
@@ -69,44 +83,53 @@ export async function setUpConnection(
         ok: false,
         failure: header.reset ? "reset" : "proxy_header_invalid",
         reason: header.reason,
-        socketPeer: own,
       };
     }
+    healthCheck = header.local;
     if (header.source !== undefined) {
       peer = {
         hostname: normalizeHost(header.source.hostname),
         port: header.source.port,
       };
     }
+    initial = header.rest;
   }
-  if (options.tls === undefined) {
-    return { ok: true, stream: socket, peer, socketPeer: own };
+  if (options.tls === undefined || healthCheck) {
+    return { ok: true, stream: socket, peer, initial, healthCheck };
   }
+  stopReceiving(socket);
+  // What followed the header is the start of the TLS handshake.
+  if (initial !== undefined) socket.unshift(initial);
   try {
     const stream = await startTls(
       socket,
       options.tls,
       options.handshakeTimeoutMs,
     );
-    return { ok: true, stream, peer, socketPeer: own };
+    return { ok: true, stream, peer, initial: undefined, healthCheck };
   } catch (error) {
     return {
       ok: false,
       failure: "handshake_failed",
       reason: (error as Error).message,
-      socketPeer: own,
     };
   }
 }
 
 type HeaderResult =
-  | { ok: true; source: ProxySource | undefined }
+  | {
+    ok: true;
+    source: ProxySource | undefined;
+    local: boolean;
+    rest: Uint8Array | undefined;
+  }
   | { ok: false; reason: string; reset: boolean };
 
 /**
- * Collects bytes until they form a complete header (the rest is put back
- * for whoever reads next), prove not to be one, or the deadline passes.
- * Leaves the socket paused.
+ * Collects bytes until they form a complete header (what follows it is
+ * returned as `rest`), prove not to be one, or the deadline passes; ends at
+ * once when the client or the server closes the socket. Leaves the socket
+ * not reading.
  */
 function readProxyHeader(
   socket: net.Socket,
@@ -114,12 +137,14 @@ function readProxyHeader(
 ): Promise<HeaderResult> {
   return new Promise((resolve) => {
     let received = new Uint8Array(0);
+    let done = false;
     const finish = (result: HeaderResult) => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
-      socket.pause();
-      socket.off("data", onData);
       socket.off("end", onEnd);
       socket.off("error", onError);
+      socket.off("close", onClose);
       resolve(result);
     };
     const timer = setTimeout(
@@ -133,29 +158,31 @@ function readProxyHeader(
         }),
       timeoutMs,
     );
-    const onData = (chunk: Buffer) => {
-      const joined = new Uint8Array(received.length + chunk.length);
+    const onBytes = (bytes: Uint8Array): boolean => {
+      if (done) return false;
+      const joined = new Uint8Array(received.length + bytes.length);
       joined.set(received);
-      joined.set(chunk, received.length);
+      joined.set(bytes, received.length);
       received = joined;
       const result = parseProxyHeader(received);
       if (result.status === "incomplete") {
-        if (received.length < PROXY_HEADER_MAX_BYTES) return;
-        return finish({
-          ok: false,
-          reason: "PROXY header too long",
-          reset: false,
-        });
+        if (received.length < PROXY_HEADER_MAX_BYTES) return true;
+        finish({ ok: false, reason: "PROXY header too long", reset: false });
+        return false;
       }
       if (result.status === "invalid") {
-        return finish({ ok: false, reason: result.reason, reset: false });
+        finish({ ok: false, reason: result.reason, reset: false });
+        return false;
       }
-      // Stop listening first: unshifting into a flowing stream would hand
-      // the rest straight back to this handler.
-      finish({ ok: true, source: result.source });
-      if (result.length < received.length) {
-        socket.unshift(received.subarray(result.length));
-      }
+      finish({
+        ok: true,
+        source: result.source,
+        local: result.local,
+        rest: result.length < received.length
+          ? received.subarray(result.length)
+          : undefined,
+      });
+      return false;
     };
     const onEnd = () =>
       finish({
@@ -165,9 +192,15 @@ function readProxyHeader(
       });
     const onError = (error: Error) =>
       finish({ ok: false, reason: error.message, reset: true });
-    socket.on("data", onData);
+    const onClose = () =>
+      finish({
+        ok: false,
+        reason: "closed before a complete PROXY header",
+        reset: true,
+      });
     socket.on("end", onEnd);
     socket.on("error", onError);
-    socket.resume();
+    socket.on("close", onClose);
+    receiveBytes(socket, { onBytes });
   });
 }

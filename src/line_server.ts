@@ -1,30 +1,35 @@
 /**
- * The server core: a listener loop that only accepts and hands off, one task
- * per accepted socket (kept in a set), admission decided in one place, and a
- * graceful shutdown that reads as its own specification (close the
- * listener, say goodbye to idle connections, wait for busy ones until a
- * deadline, close the rest).
+ * The server core: a listener loop that only accepts and hands off; every
+ * accepted socket tracked from accept to close and counted against the
+ * limits all that time; one task per admitted connection; and a graceful
+ * shutdown that reads as its own specification (close the listener, say
+ * goodbye to idle connections, wait for busy ones until a deadline, close
+ * the rest).
  *
  * @module
  */
 import type net from "node:net";
 import type { Duplex } from "node:stream";
-import type { LineProtocol, PeerAddress } from "./session.ts";
-import {
-  Connection,
-  type ConnectionConfig,
-  DEFAULT_MAX_QUEUED_BYTES,
-} from "./connection.ts";
-import { ConnectionLimit } from "./connection_limit.ts";
-import { AddressLimit } from "./address_limit.ts";
+import type { PeerAddress } from "./session.ts";
+import { Connection, type ConnectionConfig } from "./connection.ts";
+import { Admission, type Refusal } from "./admission.ts";
 import { setUpConnection, socketPeer } from "./connection_setup.ts";
-import { TimeoutTracker } from "./timeout_tracker.ts";
 import { errorWithStack } from "./logging.ts";
-import { pause, settleWithin } from "./deadline.ts";
-import { formatAddr, TcpListener } from "./transport.ts";
+import { settleWithin } from "./deadline.ts";
+import {
+  formatAddr,
+  receiveBytes,
+  resumeReading,
+  TcpListener,
+} from "./transport.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { ServerReplies } from "./replies.ts";
-import { type ServerOptions, type Settings, settle } from "./server_options.ts";
+import {
+  connectionConfig,
+  type ServerOptions,
+  type Settings,
+  settle,
+} from "./server_options.ts";
 
 export type { ServerOptions } from "./server_options.ts";
 
@@ -42,15 +47,39 @@ export interface ShutdownSummary {
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A PROXY header must be complete this long after the connection is accepted. */
 const PROXY_HEADER_TIMEOUT_MS = 5_000;
-/** How long a connection that finds the server full waits for a slot before it is refused. */
+/**
+ * How long a client that finds a limit full waits for a slot before it is
+ * refused: a client that just closed frees its slot a moment after it sees
+ * the close, and the one that reconnects at once should find it free.
+ */
 const ADMISSION_GRACE_MS = 10;
-/** After closing by force, how long the drain waits for the tasks to notice. */
+/**
+ * Sockets that hold no slot (waiting for one, or being sent their refusal)
+ * at once, at most; beyond it a socket is closed at once, without a line.
+ */
+const MAX_UNADMITTED = 128;
+/** How long a refusal may take (its line, the client's FIN) before its socket is destroyed. */
+const REFUSAL_DEADLINE_MS = 2_000;
+/** After closing by force, how long the drain waits for the sockets to close. */
 const FORCED_CLOSE_GRACE_MS = 1000;
-/** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
-const LINGER_MS = 500;
 
-/** Why a client is turned away. */
-type Refusal = "refused_per_ip" | "refused_busy";
+/**
+ * One accepted socket, from accept to close: the stream that owns it now
+ * (the socket, then its TLS stream) and the slots it holds.
+ */
+interface Tracked {
+  stream: Duplex;
+  /** Holds a slot of the server-wide limit. */
+  slot: boolean;
+  /** Holds a slot of this address's limit. */
+  address: string | undefined;
+  /** Counted among the sockets that hold no slot. */
+  unadmitted: boolean;
+  /** Its PROXY header read and TLS handshake done (or none needed). */
+  setUp: boolean;
+  /** Set once admitted. */
+  connection: Connection | undefined;
+}
 
 /** A running line server. Create it with {@linkcode startServer}. */
 export class LineServer {
@@ -58,27 +87,22 @@ export class LineServer {
   readonly addr: Deno.NetAddr;
   /** Live counters (see `GET /metrics`). */
   readonly metrics: ServerMetrics;
-  /** The protocol spoken on every connection. */
-  readonly protocol: LineProtocol;
   /** Resolves once the server has stopped, by shutdown or abort. */
   readonly finished: Promise<ShutdownSummary>;
   readonly #listener: TcpListener;
   readonly #settings: Settings;
   readonly #config: ConnectionConfig;
-  readonly #limit: ConnectionLimit;
-  readonly #perAddress: AddressLimit | undefined;
+  readonly #admission: Admission;
+  /** Every accepted socket not yet closed, whatever it is doing. */
+  readonly #sockets = new Set<Tracked>();
   /**
    * The connection tasks: every admitted connection being served, until it
    * ends. (A connection is its own task: a suspended async function per
    * connection would cost an idle connection a quarter of its memory.)
    */
   readonly #connections = new Set<Connection>();
-  /** Accepted sockets not yet admitted or refused, and refusals in progress. */
-  readonly #preludes = new Set<Promise<void>>();
-  /** Called when the last task ends, while a drain waits for that. */
-  #onAllEnded: (() => void) | undefined;
-  /** Sockets still in their PROXY header or TLS handshake. */
-  readonly #settingUp = new Set<net.Socket>();
+  /** Called when the last socket closes, while a drain waits for that. */
+  #onAllClosed: (() => void) | undefined;
   /** Aborted by {@linkcode abort}: cuts a drain short. */
   readonly #abortDrain = new AbortController();
   readonly #acceptLoop: Promise<void>;
@@ -91,37 +115,17 @@ export class LineServer {
     this.#listener = listener;
     this.#settings = settings;
     this.addr = { transport: "tcp", ...listener.addr };
-    this.protocol = settings.protocol;
     this.metrics = settings.metrics;
-    this.#limit = new ConnectionLimit(settings.maxConnections);
-    this.#perAddress = settings.maxConnectionsPerIp > 0
-      ? new AddressLimit(settings.maxConnectionsPerIp)
-      : undefined;
-    this.#config = {
-      protocol: settings.protocol,
-      maxLineBytes: settings.maxLineBytes,
-      tooLongReply: ServerReplies.lineTooLong(settings.maxLineBytes) + "\r\n",
-      maxQueuedBytes: settings.protocol.maxQueuedBytes ??
-        DEFAULT_MAX_QUEUED_BYTES,
-      logLines: settings.logger.isEnabledFor("debug"),
-      idle: settings.idleTimeoutMs > 0
-        ? new TimeoutTracker<Connection>(
-          settings.idleTimeoutMs,
-          (connection) => connection.onIdleTimeout(),
-        )
-        : undefined,
-      line: settings.lineTimeoutMs > 0
-        ? new TimeoutTracker<Connection>(
-          settings.lineTimeoutMs,
-          (connection) => connection.onLineTimeout(),
-        )
-        : undefined,
-      lingerMs: LINGER_MS,
+    this.#admission = new Admission({
+      maxConnections: settings.maxConnections,
+      maxConnectionsPerIp: settings.maxConnectionsPerIp,
+      graceMs: ADMISSION_GRACE_MS,
+      maxWaiting: MAX_UNADMITTED,
+    });
+    this.#config = connectionConfig(settings, {
       draining: () => this.draining,
       onEnd: (connection) => this.#ended(connection),
-      metrics: settings.metrics,
-      logger: settings.logger,
-    };
+    });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#acceptLoop = this.#accept();
   }
@@ -131,9 +135,9 @@ export class LineServer {
     return this.#stopping !== undefined;
   }
 
-  /** Connections currently holding a slot. */
+  /** Connections currently admitted and served. */
   get activeConnections(): number {
-    return this.#limit.active;
+    return this.#connections.size;
   }
 
   /**
@@ -142,14 +146,15 @@ export class LineServer {
    * left at the shutdown timeout. Calling it again returns the same result.
    */
   shutdown(): Promise<ShutdownSummary> {
-    this.#stopping ??= this.#drain();
+    this.#stopping ??= this.#drain({ force: false });
     return this.#stopping;
   }
 
   /** Closes everything at once; also cuts short a shutdown in progress. */
   abort(): Promise<ShutdownSummary> {
     this.#abortDrain.abort();
-    return this.shutdown();
+    this.#stopping ??= this.#drain({ force: true });
+    return this.#stopping;
   }
 
   /** Shuts down gracefully, for `await using`. */
@@ -173,63 +178,60 @@ export class LineServer {
   }
 
   /**
-   * One accepted socket: set up (PROXY header, TLS) when configured, then
-   * admitted and served, or refused. Plain TCP with a free slot, the common
-   * case, is admitted and served at once.
+   * One accepted socket: tracked until it closes, holding a server slot from
+   * now on (or waiting briefly for one), set up when configured (PROXY
+   * header, TLS), then served or refused.
    */
   #handOff(socket: net.Socket) {
+    // Read now: once the client has gone the socket no longer knows it.
+    const own = socketPeer(socket);
+    const tracked = this.#track(socket);
+    if (this.draining) return void socket.destroy();
     // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
-    if (this.#settings.proxyProtocol || this.#settings.tls !== undefined) {
-      return this.#track(this.#setUpThenAdmit(socket));
+    const trusted = this.#settings.proxyProtocolFrom;
+    if (
+      this.#settings.proxyProtocol && trusted !== undefined &&
+      !trusted.contains(own.hostname)
+    ) {
+      return this.#turnAway(tracked, own, "proxy_untrusted");
     }
-    const prelude = this.#admit(socket, socketPeer(socket));
-    if (prelude !== undefined) this.#track(prelude);
-  }
-
-  /**
-   * Admits and serves the client at once, or returns what decides its fate
-   * later: the grace wait of a full server, or a refusal being sent.
-   */
-  #admit(stream: Duplex, peer: PeerAddress): Promise<void> | undefined {
-    const admission = this.#tryAdmit(peer);
-    if (admission === "full") return this.#admitAfterGrace(stream, peer);
-    if (typeof admission === "string") {
-      return this.#refuse(stream, peer, admission);
+    if (this.#admission.takeSlot()) {
+      tracked.slot = true;
+      return this.#continue(tracked, socket, own);
     }
-    this.#serve(stream, peer, admission);
+    this.#waitThen(tracked, own, this.#admission.waitForSlot(), () => {
+      tracked.slot = true;
+      this.#continue(tracked, socket, own);
+    }, "refused_busy");
   }
 
-  /** Keeps a prelude (setup, grace, refusal) in view until it is over. */
-  #track(prelude: Promise<void>) {
-    this.#preludes.add(prelude);
-    prelude.finally(() => {
-      this.#preludes.delete(prelude);
-      this.#checkAllEnded();
-    });
+  /** With its server slot: the address's slot, setup, then service. */
+  #continue(tracked: Tracked, socket: net.Socket, own: PeerAddress) {
+    const { proxyProtocol, tls } = this.#settings;
+    if (!proxyProtocol && tls === undefined) {
+      return this.#admitAddress(tracked, socket, own, undefined);
+    }
+    // The real address is known now unless a PROXY header will tell it.
+    const setUp = () => this.#setUp(tracked, socket, own);
+    if (proxyProtocol || !this.#admission.limitsAddresses) return setUp();
+    this.#withAddress(tracked, own, setUp);
   }
 
-  async #setUpThenAdmit(socket: net.Socket): Promise<void> {
-    // An error with no listener would end the process; every later owner
-    // of the stream reacts to errors with its own listener.
-    socket.on("error", ignore);
+  async #setUp(tracked: Tracked, socket: net.Socket, own: PeerAddress) {
     const { metrics, logger } = this.#settings;
-    this.#settingUp.add(socket);
-    const setup = await setUpConnection(socket, {
+    const setup = await setUpConnection(socket, own, {
       proxyHeaderTimeoutMs: this.#settings.proxyProtocol
         ? PROXY_HEADER_TIMEOUT_MS
         : undefined,
       tls: this.#settings.tls,
       handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-    }).finally(() => this.#settingUp.delete(socket));
+    });
     if (!setup.ok) {
       metrics.notAdmitted(setup.failure);
       if (setup.failure === "reset") return;
-      const details = {
-        peer: formatAddr(setup.socketPeer),
-        reason: setup.reason,
-      };
+      const details = { peer: formatAddr(own), reason: setup.reason };
       if (setup.failure === "proxy_header_invalid") {
         logger.warn("closing {peer}: invalid PROXY header: {reason}", details);
       } else {
@@ -237,102 +239,251 @@ export class LineServer {
       }
       return;
     }
-    const { stream, peer } = setup;
+    const { stream, peer, initial } = setup;
+    tracked.setUp = true;
+    if (stream !== tracked.stream) this.#retrack(tracked, stream);
     if (this.draining) return void stream.destroy();
-    await this.#admit(stream, peer);
+    if (setup.healthCheck) return this.#answerHealthCheck(tracked, own);
+    if (tracked.address !== undefined) {
+      return this.#serve(tracked, stream, peer, initial);
+    }
+    this.#admitAddress(tracked, stream, peer, initial);
   }
 
-  /**
-   * Admission, decided here only: the per-address limit first, then a slot
-   * of the server's limit. Returns the new connection's number, a refusal,
-   * or `full` when the server has no free slot right now. A refused client
-   * holds nothing.
-   */
-  #tryAdmit(peer: PeerAddress): number | Refusal | "full" {
-    const perAddress = this.#perAddress;
-    if (perAddress !== undefined && !perAddress.tryAcquire(peer.hostname)) {
-      return "refused_per_ip";
+  /** The last step of admission: the address's slot, then service. */
+  #admitAddress(
+    tracked: Tracked,
+    stream: Duplex,
+    peer: PeerAddress,
+    initial: Uint8Array | undefined,
+  ) {
+    if (!this.#admission.limitsAddresses) {
+      return this.#serve(tracked, stream, peer, initial);
     }
-    if (!this.#limit.tryAcquire()) {
-      perAddress?.release(peer.hostname);
-      return "full";
-    }
-    this.metrics.connectionAdmitted();
-    return ++this.#served;
-  }
-
-  /**
-   * A client that finds the server full is looked at once more after a
-   * short grace: a client that just disconnected may free its slot in the
-   * same event-loop turn in which the next one is accepted, and that one
-   * should not be turned away.
-   */
-  async #admitAfterGrace(stream: Duplex, peer: PeerAddress): Promise<void> {
-    stream.on("error", ignore);
-    await pause(ADMISSION_GRACE_MS);
-    if (this.draining) return void stream.destroy();
-    const admission = this.#tryAdmit(peer);
-    if (typeof admission === "number") {
-      return this.#serve(stream, peer, admission);
-    }
-    await this.#refuse(
-      stream,
+    this.#withAddress(
+      tracked,
       peer,
-      admission === "full" ? "refused_busy" : admission,
+      () => this.#serve(tracked, stream, peer, initial),
     );
   }
 
-  /** Starts the connection task; its slot is given back in {@linkcode #ended}. */
-  #serve(stream: Duplex, peer: PeerAddress, id: number) {
-    const connection = new Connection(stream, this.#config, { id, peer });
-    this.#connections.add(connection);
-    connection.run();
+  /** Takes `peer`'s address slot (waiting the grace if need be), then `then`, or refuses. */
+  #withAddress(tracked: Tracked, peer: PeerAddress, then: () => void) {
+    const host = peer.hostname;
+    if (this.#admission.takeAddress(host)) {
+      tracked.address = host;
+      return then();
+    }
+    this.#waitThen(tracked, peer, this.#admission.waitForAddress(host), () => {
+      tracked.address = host;
+      then();
+    }, "refused_per_ip");
   }
 
-  /** A connection task has ended: it is counted, its slots are free. */
+  /**
+   * A limit is full: the socket waits the admission grace (counted among
+   * the sockets that hold no slot, or closed at once past their bound),
+   * then goes on with `then`, or is refused.
+   */
+  #waitThen(
+    tracked: Tracked,
+    peer: PeerAddress,
+    slot: Promise<boolean>,
+    then: () => void,
+    refusal: Refusal,
+  ) {
+    if (!this.#enterUnadmitted(tracked)) {
+      // Past the bound: the wait is given up at once.
+      slot.then((taken) => {
+        if (taken) this.#releaseTaken(refusal, peer);
+      });
+      return this.#drop(tracked, peer, refusal);
+    }
+    slot.then((taken) => {
+      if (taken && !this.draining && !tracked.stream.destroyed) {
+        this.#leaveUnadmitted(tracked);
+        return then();
+      }
+      if (taken) this.#releaseTaken(refusal, peer);
+      if (tracked.stream.destroyed) return;
+      if (this.draining) return void tracked.stream.destroy();
+      this.#refuse(tracked, peer, refusal);
+    });
+  }
+
+  /** A slot taken by a wait that is no longer wanted goes back. */
+  #releaseTaken(refusal: Refusal, peer: PeerAddress) {
+    if (refusal === "refused_busy") this.#admission.releaseSlot();
+    else this.#admission.releaseAddress(peer.hostname);
+  }
+
+  #enterUnadmitted(tracked: Tracked): boolean {
+    if (tracked.unadmitted) return true;
+    if (!this.#admission.enterWaiting()) return false;
+    tracked.unadmitted = true;
+    return true;
+  }
+
+  #leaveUnadmitted(tracked: Tracked) {
+    if (!tracked.unadmitted) return;
+    tracked.unadmitted = false;
+    this.#admission.leaveWaiting();
+  }
+
+  /** Starts the connection task; its slots are given back when its stream closes. */
+  #serve(
+    tracked: Tracked,
+    stream: Duplex,
+    peer: PeerAddress,
+    initial: Uint8Array | undefined,
+  ) {
+    this.metrics.connectionAdmitted();
+    const connection = new Connection(stream, this.#config, {
+      id: ++this.#served,
+      peer,
+    });
+    tracked.connection = connection;
+    this.#connections.add(connection);
+    connection.run(initial);
+  }
+
+  /** A connection task has ended: it is counted (its slots go with its socket). */
   #ended(connection: Connection) {
     this.#connections.delete(connection);
-    this.#limit.release();
-    this.#perAddress?.release(connection.peer.hostname);
     this.metrics.connectionEnded(connection.outcome);
-    this.#checkAllEnded();
   }
 
-  #checkAllEnded() {
-    if (this.#connections.size === 0 && this.#preludes.size === 0) {
-      this.#onAllEnded?.();
+  /** Follows `stream` from now on: its `close` ends the tracking. */
+  #track(stream: Duplex): Tracked {
+    const tracked: Tracked = {
+      stream,
+      slot: false,
+      address: undefined,
+      unadmitted: false,
+      setUp: !this.#settings.proxyProtocol && this.#settings.tls === undefined,
+      connection: undefined,
+    };
+    this.#sockets.add(tracked);
+    // An error with no listener would end the process; every later owner
+    // of the stream reacts to errors with its own listener.
+    stream.on("error", ignore);
+    stream.once("close", () => this.#closed(tracked, stream));
+    return tracked;
+  }
+
+  /** The socket's TLS stream owns it now: its close is the one that counts. */
+  #retrack(tracked: Tracked, stream: Duplex) {
+    tracked.stream = stream;
+    stream.on("error", ignore);
+    stream.once("close", () => this.#closed(tracked, stream));
+  }
+
+  /** An accepted socket has closed: whatever it held is free. */
+  #closed(tracked: Tracked, stream: Duplex) {
+    if (tracked.stream !== stream || !this.#sockets.has(tracked)) return;
+    this.#release(tracked);
+    this.#leaveUnadmitted(tracked);
+    this.#sockets.delete(tracked);
+    if (this.#sockets.size === 0) this.#onAllClosed?.();
+  }
+
+  /** Gives back the slots `tracked` holds. */
+  #release(tracked: Tracked) {
+    if (tracked.slot) {
+      tracked.slot = false;
+      this.#admission.releaseSlot();
+    }
+    if (tracked.address !== undefined) {
+      const host = tracked.address;
+      tracked.address = undefined;
+      this.#admission.releaseAddress(host);
     }
   }
 
-  /** Sends the refusal as the first and only line, then closes. */
-  async #refuse(
-    stream: Duplex,
-    peer: PeerAddress,
-    outcome: Refusal,
-  ): Promise<void> {
-    const { metrics, logger } = this.#settings;
-    metrics.notAdmitted(outcome);
-    logger.debug("connection refused {peer}: {reason}", {
-      peer: formatAddr(peer),
-      reason: outcome,
+  /** A balancer's health check (PROXY v2 LOCAL): counted, and closed without a word. */
+  #answerHealthCheck(tracked: Tracked, own: PeerAddress) {
+    this.#release(tracked);
+    this.metrics.healthCheck();
+    this.#settings.logger.debug("health check from {peer}", {
+      peer: formatAddr(own),
     });
+    closeAfter(tracked.stream, "", false);
+  }
+
+  /** Refused before anything else: closed at once, without a line. */
+  #turnAway(tracked: Tracked, peer: PeerAddress, outcome: "proxy_untrusted") {
+    this.metrics.notAdmitted(outcome);
+    this.#settings.logger.warn(
+      "connection refused {peer}: {outcome} (not in --proxy-protocol-from)",
+      { peer: formatAddr(peer), outcome },
+    );
+    tracked.stream.destroy();
+  }
+
+  /** Past every bound: closed at once, without a line, still counted. */
+  #drop(tracked: Tracked, peer: PeerAddress, outcome: Refusal) {
+    this.#release(tracked);
+    this.metrics.notAdmitted(outcome);
+    this.#logRefusal(peer, outcome);
+    tracked.stream.destroy();
+  }
+
+  /**
+   * Sends the refusal as the first and only line, then closes. A socket not
+   * set up yet is set up first (its PROXY header read, its TLS handshake
+   * done, within the refusal's deadline), so the line reaches the client.
+   */
+  async #refuse(tracked: Tracked, peer: PeerAddress, outcome: Refusal) {
+    this.#release(tracked);
+    this.metrics.notAdmitted(outcome);
+    this.#logRefusal(peer, outcome);
+    let received = false;
+    if (!tracked.setUp) {
+      const setup = await setUpConnection(tracked.stream as net.Socket, peer, {
+        proxyHeaderTimeoutMs: this.#settings.proxyProtocol
+          ? REFUSAL_DEADLINE_MS
+          : undefined,
+        tls: this.#settings.tls,
+        handshakeTimeoutMs: REFUSAL_DEADLINE_MS,
+      });
+      if (!setup.ok) return;
+      tracked.setUp = true;
+      if (setup.stream !== tracked.stream) {
+        this.#retrack(tracked, setup.stream);
+      }
+      received = setup.initial !== undefined;
+    }
     const line =
       (outcome === "refused_busy"
         ? ServerReplies.tooManyConnections
         : ServerReplies.tooManyFromAddress) + "\r\n";
-    metrics.sent(line.length);
-    await closeWithText(stream, line);
+    this.metrics.sent(line.length);
+    closeAfter(tracked.stream, line, received);
   }
 
-  async #drain(): Promise<ShutdownSummary> {
+  #logRefusal(peer: PeerAddress, outcome: Refusal) {
+    this.#settings.logger.info("connection refused {peer}: {outcome}", {
+      peer: formatAddr(peer),
+      outcome,
+    });
+  }
+
+  async #drain(options: { force: boolean }): Promise<ShutdownSummary> {
     this.metrics.drainingStarted();
     await this.#closeListener();
     const open = [...this.#connections];
-    this.#closeIdleConnections(open);
-    const drained = await this.#waitForConnections(
+    this.#closeUnadmitted();
+    if (options.force) {
+      for (const connection of open) connection.forceClose();
+    } else {
+      for (const connection of open) connection.beginShutdown();
+    }
+    const closed = options.force || await settleWithin(
+      this.#allClosed(),
       this.#settings.shutdownTimeoutMs,
+      this.#abortDrain.signal,
     );
-    if (!drained) await this.#closeRemainingConnections();
+    if (!closed || options.force) await this.#closeRemaining();
     const forced = open.filter((c) => c.outcome === "forced").length;
     const summary: ShutdownSummary = {
       served: this.#served,
@@ -350,59 +501,62 @@ export class LineServer {
   }
 
   /**
-   * Step 2: idle connections say goodbye now, busy ones at their next line
-   * boundary; clients still in their PROXY header or TLS handshake have
-   * sent no line and are closed.
+   * Step 2 begins with the sockets that are not connections yet (in their
+   * PROXY header or TLS handshake, waiting for a slot, being refused): they
+   * have sent no line, so they are closed at once.
    */
-  #closeIdleConnections(open: Connection[]) {
-    for (const socket of this.#settingUp) socket.destroy();
-    for (const connection of open) connection.beginShutdown();
-  }
-
-  /** Step 3: true when every task ended before `timeoutMs` (or abort). */
-  #waitForConnections(timeoutMs: number): Promise<boolean> {
-    return settleWithin(this.#allEnded(), timeoutMs, this.#abortDrain.signal);
-  }
-
-  /** Resolves once no connection task and no prelude is left. */
-  #allEnded(): Promise<void> {
-    if (this.#connections.size === 0 && this.#preludes.size === 0) {
-      return Promise.resolve();
+  #closeUnadmitted() {
+    this.#admission.cancelWaiting();
+    for (const tracked of this.#sockets) {
+      if (tracked.connection === undefined) tracked.stream.destroy();
     }
+  }
+
+  /** Resolves once every accepted socket has closed. */
+  #allClosed(): Promise<void> {
+    if (this.#sockets.size === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      this.#onAllEnded = () => {
-        this.#onAllEnded = undefined;
+      this.#onAllClosed = () => {
+        this.#onAllClosed = undefined;
         resolve();
       };
     });
   }
 
   /** Step 4: whatever is still open is closed by force. */
-  async #closeRemainingConnections() {
-    for (const socket of this.#settingUp) socket.destroy();
+  async #closeRemaining() {
     for (const connection of this.#connections) connection.forceClose();
+    this.#closeUnadmitted();
     // Closed streams end their tasks at once; the bound only guarantees
     // that a shutdown never hangs, whatever a transport does.
-    await settleWithin(this.#allEnded(), FORCED_CLOSE_GRACE_MS);
+    if (!await settleWithin(this.#allClosed(), FORCED_CLOSE_GRACE_MS)) {
+      for (const tracked of this.#sockets) tracked.stream.destroy();
+      await settleWithin(this.#allClosed(), FORCED_CLOSE_GRACE_MS);
+    }
   }
 }
 
 function ignore() {}
 
 /**
- * Writes `text` and FIN, drops what the client still sends, and destroys
- * the stream if the client has not closed soon after.
+ * Writes `text` (if any) and FIN, then closes: at once when the client has
+ * sent nothing (no unread input, so the close cannot reset the line away),
+ * else once the client closes too, within a deadline. What the client
+ * sends meanwhile is dropped.
  */
-function closeWithText(stream: Duplex, text: string): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => stream.destroy(), 4 * LINGER_MS);
-    stream.on("error", ignore);
-    stream.once("close", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    stream.end(text);
-    stream.resume();
+function closeAfter(stream: Duplex, text: string, received: boolean) {
+  const timer = setTimeout(() => stream.destroy(), REFUSAL_DEADLINE_MS);
+  stream.once("close", () => clearTimeout(timer));
+  stream.once("end", () => stream.destroy());
+  receiveBytes(stream, {
+    onBytes: () => {
+      received = true;
+      return true;
+    },
+  });
+  resumeReading(stream);
+  stream.end(text, () => {
+    if (!received) stream.destroy();
   });
 }
 
@@ -428,6 +582,7 @@ export async function startServer(
     hostname: settings.hostname,
     port: settings.port,
     reusePort: settings.reusePort,
+    sharedReadBuffer: settings.tls === undefined,
     logger: settings.logger,
     metrics: settings.metrics,
   });

@@ -1,8 +1,13 @@
 /**
- * Log setup: LogTape with one synchronous stderr sink, as text or JSON lines.
+ * Log setup: LogTape with one stderr sink, as text or JSON lines, that never
+ * makes the server wait for stderr.
  *
- * Synchronous writes keep log lines in order with the events and complete
- * before the process exits (no buffered tail is lost at `Deno.exit`).
+ * The sink is three layers, each in its own module: floods folded into one
+ * line a second (log_folding.ts), each record formatted and escaped into one
+ * line (log_format.ts), lines written in the background through a bounded
+ * queue that drops and counts what stderr cannot take (log_writer.ts). The
+ * last lines of the process get out through {@linkcode flushLogs}, which
+ * `server.ts` awaits, for a bounded time, before it exits.
  *
  * @module
  */
@@ -11,9 +16,16 @@ import {
   getLogger,
   type Logger,
   type LogLevel,
-  type LogRecord,
   resetSync,
 } from "@logtape/logtape";
+import {
+  logJsonFormatter,
+  type LogRecordFields,
+  logTextFormatter,
+} from "./log_format.ts";
+import { type FoldingSink, foldingSink } from "./log_folding.ts";
+import { NonBlockingWriter } from "./log_writer.ts";
+import { settleWithin } from "./deadline.ts";
 
 /** The `--log-level` choices. */
 export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
@@ -30,46 +42,6 @@ export const serverLogger: Logger = getLogger(["lineserver"]);
  * because scripts and tests read them to find the port.
  */
 export const announceLogger: Logger = getLogger(["lineserver", "announce"]);
-
-const LEVEL_NAMES: Record<LogLevel, string> = {
-  trace: "TRACE",
-  debug: "DEBUG",
-  info: "INFO",
-  warning: "WARN",
-  error: "ERROR",
-  fatal: "FATAL",
-};
-
-/** Renders the message with its values as plain text (strings unquoted). */
-function renderMessage(record: LogRecord): string {
-  let text = "";
-  for (let i = 0; i < record.message.length; i++) {
-    const part = record.message[i];
-    text += i % 2 === 0 || typeof part === "string"
-      ? String(part)
-      : Deno.inspect(part);
-  }
-  return text;
-}
-
-/** `2026-11-26T02:33:17.123Z INFO  listening on 127.0.0.1:8080` */
-function formatText(record: LogRecord): string {
-  const time = new Date(record.timestamp).toISOString();
-  return `${time} ${LEVEL_NAMES[record.level].padEnd(5)} ${
-    renderMessage(record)
-  }\n`;
-}
-
-/** One JSON object per line: time, level, logger, message, then the properties. */
-function formatJson(record: LogRecord): string {
-  return JSON.stringify({
-    time: new Date(record.timestamp).toISOString(),
-    level: record.level,
-    logger: record.category.join("."),
-    message: renderMessage(record),
-    ...record.properties,
-  }) + "\n";
-}
 
 /**
  * `n` and `noun`, the noun in the plural unless `n` is 1: log lines read
@@ -113,16 +85,107 @@ export function errorWithStack(error: unknown): string {
     : String(error);
 }
 
-const encoder = new TextEncoder();
+/**
+ * How many log lines this process has dropped, in shared memory so that
+ * worker threads (`--workers`) add to the same count as the main thread.
+ */
+let droppedLines = new BigInt64Array(new SharedArrayBuffer(8));
 
-function writeStderr(text: string) {
-  let bytes = encoder.encode(text);
-  while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+/**
+ * Log lines dropped so far in this process, by every thread: lines stderr
+ * could not take in time, and lines whose write failed. For
+ * `lineserver_log_lines_dropped_total`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { logLinesDropped } from "./logging.ts";
+ * assert.equal(logLinesDropped(), 0);
+ * ```
+ */
+export function logLinesDropped(): number {
+  return Number(Atomics.load(droppedLines, 0));
+}
+
+/**
+ * The shared memory that holds {@linkcode logLinesDropped}'s count, for a
+ * worker thread's `configureLogging({ dropCounter })`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { logDropCounter } from "./logging.ts";
+ * assert.equal(logDropCounter().byteLength, 8);
+ * ```
+ */
+export function logDropCounter(): SharedArrayBuffer {
+  return droppedLines.buffer as SharedArrayBuffer;
+}
+
+/** The format of the configured log lines, also of the writer's notice of dropped lines. */
+let formatLine: (record: LogRecordFields) => string = logTextFormatter;
+/** The configured sink's folding layer, to write its summaries before exit. */
+let folding: FoldingSink | undefined;
+
+function droppedLinesRecord(dropped: number): LogRecordFields {
+  return {
+    category: ["lineserver", "logging"],
+    level: "warning",
+    timestamp: Date.now(),
+    rawMessage: "{dropped} log lines dropped: stderr was not read fast enough",
+    message: [
+      `${plural(dropped, "log line")} dropped: stderr was not read fast enough`,
+    ],
+    properties: { dropped },
+  };
+}
+
+/** Everything the process writes to stderr, in order, without waiting for it. */
+const stderrWriter = new NonBlockingWriter(
+  (bytes) => Deno.stderr.write(bytes),
+  {
+    droppedNotice: (dropped) => formatLine(droppedLinesRecord(dropped)),
+    onDrop: (count) => Atomics.add(droppedLines, 0, BigInt(count)),
+  },
+);
+
+/**
+ * Writes `text` and a line feed to stderr as it is (not a log record), in
+ * order with the log lines and, like them, without waiting: the command's
+ * one-line errors. (A synchronous write, such as `console.error`, would
+ * block while stderr is full, and also while a log write waits for it.)
+ *
+ * @example
+ * ```ts ignore
+ * writeStderrLine("lineserver: Unknown option: --bogus");
+ * ```
+ */
+export function writeStderrLine(text: string): void {
+  stderrWriter.write(`${text}\n`);
+}
+
+/**
+ * Writes the log's last lines: the summaries of folded records due, then
+ * waits until everything queued for stderr is written, or `timeoutMs` has
+ * passed (stderr may never be read). True when everything was written.
+ * Await it before `Deno.exit`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { flushLogs } from "./logging.ts";
+ * assert.equal(await flushLogs(1000), true);
+ * ```
+ */
+export function flushLogs(timeoutMs = 1000): Promise<boolean> {
+  folding?.flush();
+  return settleWithin(stderrWriter.idle(), timeoutMs);
 }
 
 /**
  * Routes the `lineserver` loggers to stderr at `level` in `format`, as the
- * command does. It replaces the process's whole LogTape configuration.
+ * command does. It replaces the process's whole LogTape configuration. A
+ * worker thread passes the main thread's {@linkcode logDropCounter}.
  *
  * @example
  * ```ts ignore
@@ -130,12 +193,20 @@ function writeStderr(text: string) {
  * ```
  */
 export function configureLogging(
-  options: { level: LogLevel; format: LogFormat },
+  options: {
+    level: LogLevel;
+    format: LogFormat;
+    dropCounter?: SharedArrayBuffer;
+  },
 ): void {
-  const format = options.format === "json" ? formatJson : formatText;
-  resetSync();
+  if (options.dropCounter !== undefined) {
+    droppedLines = new BigInt64Array(options.dropCounter);
+  }
+  formatLine = options.format === "json" ? logJsonFormatter : logTextFormatter;
+  resetLogging();
+  folding = foldingSink((record) => stderrWriter.write(formatLine(record)));
   configureSync({
-    sinks: { stderr: (record) => writeStderr(format(record)) },
+    sinks: { stderr: folding },
     loggers: [
       {
         category: ["lineserver"],
@@ -155,4 +226,22 @@ export function configureLogging(
       },
     ],
   });
+}
+
+/**
+ * Undoes {@linkcode configureLogging}: LogTape's configuration is reset and
+ * the sink disposed of (its folded summaries written, its timer stopped).
+ * Lines already queued are still written; {@linkcode flushLogs} waits for them.
+ *
+ * @example
+ * ```ts
+ * import { configureLogging, flushLogs, resetLogging } from "./logging.ts";
+ * configureLogging({ level: "error", format: "text" });
+ * resetLogging();
+ * await flushLogs();
+ * ```
+ */
+export function resetLogging(): void {
+  resetSync();
+  folding = undefined;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 import type { CloseReason } from "./session.ts";
+import { logLinesDropped } from "./logging.ts";
 
 /**
  * How a connection ended; also the `outcome` label of
@@ -18,7 +19,8 @@ export type ConnectionOutcome =
   | "refused_busy"
   | "refused_per_ip"
   | "handshake_failed"
-  | "proxy_header_invalid";
+  | "proxy_header_invalid"
+  | "proxy_untrusted";
 
 /** The `kind` label of `lineserver_errors_total`. */
 export type ErrorKind =
@@ -31,7 +33,9 @@ export type ErrorKind =
   | "reset"
   | "handler_fault"
   | "handshake_failed"
-  | "proxy_header_invalid";
+  | "proxy_header_invalid"
+  | "proxy_untrusted"
+  | "reply_timeout";
 
 /**
  * How a client that was never admitted ended: refused by a limit, failed
@@ -43,6 +47,7 @@ export type NotAdmittedOutcome =
   | "refused_per_ip"
   | "handshake_failed"
   | "proxy_header_invalid"
+  | "proxy_untrusted"
   | "reset";
 
 /**
@@ -56,6 +61,7 @@ const ERROR_OF_ENDING: Partial<Record<CloseReason, ErrorKind>> = {
   line_timeout: "line_timeout",
   slow_consumer: "slow_consumer",
   reset: "reset",
+  reply_timeout: "reply_timeout",
 };
 
 /** The `kind` label of `lineserver_accept_errors_total`. */
@@ -76,10 +82,12 @@ const OUTCOMES: readonly ConnectionOutcome[] = [
   "reset",
   "slow_consumer",
   "fault",
+  "reply_timeout",
   "refused_busy",
   "refused_per_ip",
   "handshake_failed",
   "proxy_header_invalid",
+  "proxy_untrusted",
 ];
 const ERROR_KINDS: readonly ErrorKind[] = [
   "line_too_long",
@@ -92,6 +100,8 @@ const ERROR_KINDS: readonly ErrorKind[] = [
   "handler_fault",
   "handshake_failed",
   "proxy_header_invalid",
+  "proxy_untrusted",
+  "reply_timeout",
 ];
 
 /** The values of a {@linkcode ServerMetrics}, as plain data. */
@@ -106,6 +116,8 @@ export interface MetricsSnapshot {
   bytesSent: number;
   /** `lineserver_draining`: 1 from the start of a shutdown on, else 0. */
   draining: number;
+  /** `lineserver_health_checks_total`: balancer health checks (PROXY v2 LOCAL). */
+  healthChecks: number;
   /** `lineserver_connections_total`, by outcome. */
   connectionsClosed: Record<ConnectionOutcome, number>;
   /** `lineserver_errors_total`, by kind. */
@@ -144,6 +156,7 @@ export interface MetricsSnapshot {
  * assert.match(text, /^lineserver_errors_total\{kind="refused_busy"\} 1$/m);
  * assert.match(text, /^lineserver_connections_total\{outcome="refused_busy"\} 1$/m);
  * assert.match(text, /^lineserver_connections_active 0$/m);
+ * assert.match(text, /^lineserver_log_lines_dropped_total 0$/m);
  * ```
  */
 export class ServerMetrics {
@@ -157,6 +170,8 @@ export class ServerMetrics {
   bytesSent = 0;
   /** 1 from the first shutdown signal on. */
   draining = 0;
+  /** Balancer health checks (PROXY v2 LOCAL connections), not counted as connections. */
+  healthChecks = 0;
   /** Connections ended, by how they ended (refused clients included). */
   readonly connectionsClosed: Record<ConnectionOutcome, number> = zeroed(
     OUTCOMES,
@@ -220,6 +235,11 @@ export class ServerMetrics {
     this.connectionsClosed[outcome]++;
   }
 
+  /** A balancer checked the server's health (a PROXY v2 LOCAL connection). */
+  healthCheck(): void {
+    this.healthChecks++;
+  }
+
   /** An accept failed. */
   acceptFailed(kind: AcceptErrorKind): void {
     this.acceptErrors[kind]++;
@@ -238,6 +258,7 @@ export class ServerMetrics {
       bytesReceived: this.bytesReceived,
       bytesSent: this.bytesSent,
       draining: this.draining,
+      healthChecks: this.healthChecks,
       connectionsClosed: { ...this.connectionsClosed },
       errors: { ...this.errors },
       acceptErrors: { ...this.acceptErrors },
@@ -251,6 +272,7 @@ export class ServerMetrics {
     this.bytesReceived += other.bytesReceived;
     this.bytesSent += other.bytesSent;
     this.draining = Math.max(this.draining, other.draining);
+    this.healthChecks += other.healthChecks;
     for (const o of OUTCOMES) {
       this.connectionsClosed[o] += other.connectionsClosed[o];
     }
@@ -292,6 +314,12 @@ export class ServerMetrics {
       "# HELP lineserver_bytes_sent_total Bytes written to clients.",
       "# TYPE lineserver_bytes_sent_total counter",
       `lineserver_bytes_sent_total ${this.bytesSent}`,
+      "# HELP lineserver_health_checks_total Balancer health checks (PROXY v2 LOCAL connections), closed at once and not counted as connections.",
+      "# TYPE lineserver_health_checks_total counter",
+      `lineserver_health_checks_total ${this.healthChecks}`,
+      "# HELP lineserver_log_lines_dropped_total Log lines not written because stderr was not read fast enough, by the whole process (the log says how many once writing resumes). Alert above 0: whatever reads the log is stuck or too slow.",
+      "# TYPE lineserver_log_lines_dropped_total counter",
+      `lineserver_log_lines_dropped_total ${logLinesDropped()}`,
       "# HELP lineserver_draining 1 while the server is shutting down. Alert when 1 for longer than --shutdown-timeout (a stuck stop).",
       "# TYPE lineserver_draining gauge",
       `lineserver_draining ${this.draining}`,

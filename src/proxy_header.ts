@@ -56,6 +56,8 @@ export type ProxyHeaderResult =
     length: number;
     source: ProxySource | undefined;
     version: 1 | 2;
+    /** A v2 LOCAL header: the balancer's own connection (a health check). */
+    local: boolean;
   };
 
 /**
@@ -111,6 +113,7 @@ function invalid(version: 1 | 2, detail: string): ProxyHeaderResult {
  *   length: 45,
  *   source: { hostname: "2001:db8::1", port: 4000 },
  *   version: 1,
+ *   local: false,
  * });
  * ```
  */
@@ -150,9 +153,13 @@ function parseV1(bytes: Uint8Array): ProxyHeaderResult {
   const body = text.slice(V1_PREFIX.length, end);
   if (body.startsWith("UNKNOWN")) {
     // The receiver ignores whatever UNKNOWN is followed by, up to the CRLF.
-    return lf < 0
-      ? INCOMPLETE
-      : { status: "complete", length: lf + 1, source: undefined, version: 1 };
+    return lf < 0 ? INCOMPLETE : {
+      status: "complete",
+      length: lf + 1,
+      source: undefined,
+      version: 1,
+      local: false,
+    };
   }
   const fields = body.split(" ");
   const problem = checkV1Fields(fields, lf >= 0 || crEnds);
@@ -166,6 +173,7 @@ function parseV1(bytes: Uint8Array): ProxyHeaderResult {
     status: "complete",
     length: lf + 1,
     source: { hostname, port: Number(port) },
+    local: false,
     version: 1,
   };
 }
@@ -269,6 +277,7 @@ function parseV2(bytes: Uint8Array): ProxyHeaderResult {
     length,
     source: v2Source(bytes, family, local),
     version: 2,
+    local,
   };
 }
 

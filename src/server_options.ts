@@ -9,8 +9,16 @@ import { getLogger, type Logger } from "@logtape/logtape";
 import type { LineProtocol } from "./session.ts";
 import { calculatorProtocol } from "./calculator.ts";
 import { createTlsContext, type TlsContext } from "./tls.ts";
-import { LineDecoder } from "./line_decoder.ts";
+import { checkMaxFrameBytes, FrameEncoder } from "./framing.ts";
 import { ServerMetrics } from "./metrics.ts";
+import { AddressRanges } from "./address_ranges.ts";
+import {
+  type Connection,
+  type ConnectionConfig,
+  DEFAULT_MAX_QUEUED_BYTES,
+} from "./connection.ts";
+import { TimeoutTracker } from "./timeout_tracker.ts";
+import { ServerReplies } from "./replies.ts";
 
 /** Options of {@linkcode startServer}; every field has the CLI's default. */
 export interface ServerOptions {
@@ -34,6 +42,18 @@ export interface ServerOptions {
   shutdownTimeoutMs?: number;
   /** Every connection begins with a PROXY protocol header (v1 or v2). Default false. */
   proxyProtocol?: boolean;
+  /**
+   * With `proxyProtocol`: the balancers whose headers are believed, as CIDR
+   * ranges (`["10.0.0.0/8"]` or `"10.0.0.0/8,192.0.2.7"`). A connection from
+   * any other address is refused at once. Default: every peer is a balancer.
+   */
+  proxyProtocolFrom?: string | readonly string[];
+  /**
+   * How long a session's reply promise may take before the connection is
+   * closed (outcome `reply_timeout`) and the reply's signal aborted; 0
+   * disables. Default 30000.
+   */
+  replyTimeoutMs?: number;
   /** Serve TLS with this PEM certificate chain and key. */
   tls?: { cert: string; key: string };
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). Default false. */
@@ -55,10 +75,14 @@ export interface ServerOptions {
 /** Every option resolved to its value, validated. */
 export type Settings =
   & Required<
-    Omit<ServerOptions, "tls" | "logger" | "metrics" | "protocol">
+    Omit<
+      ServerOptions,
+      "tls" | "logger" | "metrics" | "protocol" | "proxyProtocolFrom"
+    >
   >
   & {
     protocol: LineProtocol;
+    proxyProtocolFrom: AddressRanges | undefined;
     tls: TlsContext | undefined;
     logger: Logger;
     metrics: ServerMetrics;
@@ -104,6 +128,13 @@ export function settle(options: ServerOptions): Settings {
       options.shutdownTimeoutMs ?? 2000,
     ),
     proxyProtocol: options.proxyProtocol ?? false,
+    proxyProtocolFrom: options.proxyProtocolFrom === undefined
+      ? undefined
+      : AddressRanges.parse(options.proxyProtocolFrom),
+    replyTimeoutMs: duration(
+      "replyTimeoutMs",
+      options.replyTimeoutMs ?? 30_000,
+    ),
     tls: options.tls === undefined
       ? undefined
       : createTlsContext(options.tls.cert, options.tls.key),
@@ -120,7 +151,46 @@ export function settle(options: ServerOptions): Settings {
   if (settings.tls !== undefined && settings.reusePort) {
     throw new TypeError("Cannot combine TLS with reusePort");
   }
-  // The decoder checks its own limit; build one to fail here, not per client.
-  new LineDecoder(settings.maxLineBytes);
+  checkMaxFrameBytes(settings.maxLineBytes);
+  // A protocol's framing is checked here too, not at the first client.
+  new FrameEncoder(settings.protocol.framing);
+  if (settings.protocol.framing?.maxFrameBytes !== undefined) {
+    checkMaxFrameBytes(settings.protocol.framing.maxFrameBytes);
+  }
   return settings;
 }
+
+/**
+ * The settings every connection of a server shares, made once per server:
+ * the protocol's framing (its own frame limit, or the server's line limit),
+ * the replies and bounds, and one tracker per timeout.
+ */
+export function connectionConfig(
+  settings: Settings,
+  server: Pick<ConnectionConfig, "draining" | "onEnd">,
+): ConnectionConfig {
+  const protocol = settings.protocol;
+  const maxFrameBytes = protocol.framing?.maxFrameBytes ??
+    settings.maxLineBytes;
+  const encoder = new FrameEncoder(protocol.framing);
+  const tracker = (ms: number, expire: (connection: Connection) => void) =>
+    ms > 0 ? new TimeoutTracker<Connection>(ms, expire) : undefined;
+  return {
+    protocol,
+    framing: { terminator: protocol.framing?.terminator, maxFrameBytes },
+    encoder,
+    tooLongReply: ServerReplies.lineTooLong(maxFrameBytes) + encoder.ending,
+    maxQueuedBytes: protocol.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES,
+    logLines: settings.logger.isEnabledFor("debug"),
+    idle: tracker(settings.idleTimeoutMs, (c) => c.onIdleTimeout()),
+    line: tracker(settings.lineTimeoutMs, (c) => c.onLineTimeout()),
+    replyDeadline: tracker(settings.replyTimeoutMs, (c) => c.onReplyTimeout()),
+    lingerMs: LINGER_MS,
+    metrics: settings.metrics,
+    logger: settings.logger,
+    ...server,
+  };
+}
+
+/** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
+const LINGER_MS = 500;

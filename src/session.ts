@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { FramingOptions } from "./framing.ts";
 
 /**
  * Why a connection ended, as logs, metrics and
@@ -18,7 +19,9 @@
  * - `shutdown`: the server drained gracefully; `forced`: it closed the
  *   connection at its shutdown deadline;
  * - `slow_consumer`: the client did not read what was sent to it;
- * - `fault`: the session threw.
+ * - `fault`: the session threw, or returned what cannot be sent;
+ * - `reply_timeout`: a reply promise did not settle within the server's
+ *   reply timeout.
  */
 export type CloseReason =
   | "quit"
@@ -29,12 +32,16 @@ export type CloseReason =
   | "shutdown"
   | "forced"
   | "slow_consumer"
-  | "fault";
+  | "fault"
+  | "reply_timeout";
 
 /**
  * What a session answers to one request line: one line, several lines (in
  * order), or nothing (`undefined` or an empty array). Lines are given
- * without CRLF; the server adds it.
+ * without CRLF; the server adds it. A line must not contain LF (it would
+ * reach the client as two lines); anything else (`null`, a number, a line
+ * with LF) is a fault of that connection: it is logged with what was
+ * returned and the connection is closed (outcome `fault`).
  */
 export type Reply = string | readonly string[] | undefined | void;
 
@@ -66,23 +73,46 @@ export interface LineConnection {
   readonly draining: boolean;
   /**
    * Sends lines to this client now, after every line already sent or
-   * answered, each line whole. It never blocks: the lines are queued. If the
-   * client lets more than the protocol's {@linkcode LineProtocol.maxQueuedBytes}
-   * pile up unread, the connection is closed as `slow_consumer` (and false
-   * is returned).
+   * answered, each line whole. It never blocks: the lines are queued. If
+   * everything waiting for the client (replies and sent lines alike) passes
+   * the protocol's {@linkcode LineProtocol.maxQueuedBytes}, the connection
+   * is closed as `slow_consumer` (and false is returned).
    *
-   * @returns false once the queue is long enough that a protocol streaming
-   * many lines should wait for {@linkcode drained} before sending more (as
-   * with a Node.js stream's `write`); true otherwise.
+   * Throws a `TypeError`, sending none of `lines`, if a line contains CR or
+   * LF (or the protocol's terminator): a client splitting lines on either
+   * would see a line the server did not send.
+   *
+   * @returns false once 64 KiB or more wait for the client, so that a
+   * protocol streaming many lines should wait for {@linkcode drained} before
+   * sending more (as with a Node.js stream's `write`); true otherwise.
    */
   send(...lines: string[]): boolean;
-  /** Resolves when this client has read what was queued for it (or the connection closed). */
+  /** Resolves when everything queued for this client has been handed to the system (or the connection closed). */
   drained(): Promise<void>;
   /**
+   * Asks for the next `length` bytes from the client as one raw frame,
+   * whatever they contain, delivered to {@linkcode LineSession.replyBytes};
+   * framing goes back to lines after it (a memcached data block). At most
+   * the protocol's frame limit; throws a `RangeError` beyond it.
+   */
+  readBytes(length: number): void;
+  /**
    * Closes the connection (reason `quit`) after everything queued so far,
-   * with `finalLine` last when given.
+   * with `finalLine` last when given. Called during `reply`, it takes effect
+   * after that reply's own lines. Throws a `TypeError` for a final line that
+   * contains LF.
    */
   close(finalLine?: string): void;
+}
+
+/** What a session's `reply` receives besides the line. */
+export interface ReplyContext {
+  /**
+   * Aborted when the answer is no longer wanted: the reply took longer than
+   * the server's reply timeout, or the connection closed (reset, shutdown
+   * deadline). A reply that returns a promise should stop its work then.
+   */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -96,10 +126,20 @@ export interface LineSession {
   /**
    * Answers one request line (already framed: terminator and trailing
    * whitespace removed). It may return a promise; the connection reads no
-   * further until it settles, so replies keep the order of the requests. A
-   * thrown error (or rejection) closes this connection only, and is logged.
+   * further until it settles, so replies keep the order of the requests,
+   * and `context.signal` aborts when the answer is no longer wanted (see
+   * {@linkcode ReplyContext}; the server always passes a context). A thrown error (or rejection) closes this
+   * connection only, and is logged.
    */
-  reply(line: string): Reply | Promise<Reply>;
+  reply(line: string, context?: ReplyContext): Reply | Promise<Reply>;
+  /**
+   * Answers a raw frame asked for with {@linkcode LineConnection.readBytes},
+   * as `reply` answers a line. Needed only by a protocol that asks for one.
+   */
+  replyBytes?(
+    bytes: Uint8Array,
+    context?: ReplyContext,
+  ): Reply | Promise<Reply>;
   /** Once true (e.g. after `quit`), the connection closes after this reply. */
   readonly ended?: boolean;
   /**
@@ -121,7 +161,14 @@ export interface LineProtocol {
    * disconnected as `slow_consumer`. Everything waiting counts, replies
    * included; but replies alone never disconnect anyone (a client that does
    * not read its replies is simply not read from until it does). Default
-   * 1 MiB; raise it for a protocol whose replies are large.
+   * 1 MiB; raise it for a protocol that sends larger messages at once.
    */
   readonly maxQueuedBytes?: number;
+  /**
+   * How this protocol cuts the byte stream into frames, both ways: its
+   * terminator ends every request frame and every line written to the
+   * client, and its `maxFrameBytes` replaces the server's line limit.
+   * Default: lines ended by LF (CRLF accepted; CRLF written).
+   */
+  readonly framing?: FramingOptions;
 }

@@ -16,6 +16,7 @@
 
 /** The time source of a {@linkcode TimeoutTracker}; tests pass a manual one. */
 export interface Clock {
+  /** The current time in milliseconds. */
   now(): number;
   /** Calls `callback` after `ms`; the returned function cancels it. */
   schedule(callback: () => void, ms: number): () => void;

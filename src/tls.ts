@@ -58,7 +58,8 @@ export function createTlsContext(cert: string, key: string): TlsContext {
 
 /**
  * Runs the server side of a TLS handshake on `socket`. Resolves with the
- * encrypted stream (paused, half-open allowed) once the handshake is done;
+ * encrypted stream (paused, half-open allowed, its end of input kept: see
+ * {@linkcode keepClientEnd}) once the handshake is done;
  * rejects with the reason when it fails, the peer goes away, or
  * `timeoutMs` passes, having destroyed the socket.
  */
@@ -74,6 +75,7 @@ export function startTls(
   // allowHalfOpen: a client's FIN must not close our side before its final
   // line is answered.
   secure.allowHalfOpen = true;
+  keepClientEnd(secure);
   return new Promise((resolve, reject) => {
     const fail = (reason: string) => {
       clearTimeout(timer);
@@ -92,4 +94,31 @@ export function startTls(
     secure.once("error", (error) => fail(error.message));
     secure.once("close", () => fail("closed during the handshake"));
   });
+}
+
+/**
+ * Deno 2.9's `node:tls` loses the client's end of input (its close_notify,
+ * so `'end'` never comes) when the stream is resumed with 64 KiB or more of
+ * decrypted bytes waiting: the TLS layer hands them over in one piece,
+ * which fills the stream's buffer to its high-water mark, so the stream
+ * asks the TLS layer to stop, and the close_notify that was waiting behind
+ * those bytes is dropped instead of kept for the next read. A client that
+ * sends a burst and half-closes would get every reply but no EOF, and hold
+ * its slot until the idle timeout.
+ *
+ * A stream that never reaches its high-water mark never asks to stop, so
+ * the close_notify is delivered. This adds no buffering of a new kind:
+ * Deno's TLS layer keeps reading the socket while the stream is paused and
+ * holds what it decrypts either way; the bytes now wait in the stream
+ * instead. The connection's pause() still stops `'data'` while it waits.
+ * There is no public option for the readable side alone (`highWaterMark`
+ * would raise the writable one too, which the connection's output
+ * backpressure relies on). `bench/tls_half_close.mjs` shows the loss and
+ * this remedy side by side.
+ */
+function keepClientEnd(secure: tls.TLSSocket): void {
+  const state = (secure as unknown as {
+    _readableState?: { highWaterMark: number };
+  })._readableState;
+  if (state !== undefined) state.highWaterMark = Number.MAX_SAFE_INTEGER;
 }

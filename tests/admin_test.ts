@@ -29,7 +29,7 @@ Deno.test("admin module: /healthz follows isDraining, /metrics is renderMetrics(
   let draining = false;
   let scrapes = 0;
   let listened: Deno.NetAddr | undefined;
-  await using admin = startAdminServer({
+  await using admin = await startAdminServer({
     hostname: "127.0.0.1",
     port: 0,
     isDraining: () => draining,
@@ -50,9 +50,14 @@ Deno.test("admin module: /healthz follows isDraining, /metrics is renderMetrics(
   const first = await httpGet(port, "/metrics");
   assert.equal(first.status, 200);
   assert.equal(first.headers.get("content-type"), METRICS_CONTENT_TYPE);
-  assert.equal(first.body, "# TYPE demo_total counter\ndemo_total 1\n");
+  // The server's own series come first; the process's are added after them.
+  assert.ok(
+    first.body.startsWith("# TYPE demo_total counter\ndemo_total 1\n"),
+    first.body,
+  );
+  assert.match(first.body, /^process_resident_memory_bytes \d+$/m);
   // Rendered per scrape, not cached.
-  assert.equal((await httpGet(port, "/metrics")).body.endsWith(" 2\n"), true);
+  assert.match((await httpGet(port, "/metrics")).body, /^demo_total 2$/m);
 
   draining = true;
   const busy = await httpGet(port, "/healthz");
@@ -63,7 +68,7 @@ Deno.test("admin module: /healthz follows isDraining, /metrics is renderMetrics(
 });
 
 Deno.test("admin module: unknown paths are 404, other methods 405", async () => {
-  await using admin = startAdminServer({
+  await using admin = await startAdminServer({
     hostname: "127.0.0.1",
     port: 0,
     isDraining: () => false,
@@ -88,14 +93,14 @@ Deno.test("admin module: unknown paths are 404, other methods 405", async () => 
 });
 
 Deno.test("admin module: shutdown() and the abort signal stop it; a busy port throws", async () => {
-  const admin = startAdminServer({
+  const admin = await startAdminServer({
     hostname: "127.0.0.1",
     port: 0,
     isDraining: () => false,
     renderMetrics: () => "",
   });
   const port = admin.addr.port;
-  assert.throws(
+  await assert.rejects(
     () =>
       startAdminServer({
         hostname: "127.0.0.1",
@@ -110,7 +115,7 @@ Deno.test("admin module: shutdown() and the abort signal stop it; a busy port th
   await assert.rejects(httpGet(port, "/healthz"), TypeError);
 
   const controller = new AbortController();
-  const viaSignal = startAdminServer({
+  const viaSignal = await startAdminServer({
     hostname: "127.0.0.1",
     port: 0,
     isDraining: () => false,
@@ -172,6 +177,7 @@ const SERIES: [string, string][] = [
   ]),
   ["lineserver_bytes_received_total", "counter"],
   ["lineserver_bytes_sent_total", "counter"],
+  ["lineserver_log_lines_dropped_total", "counter"],
   ["lineserver_draining", "gauge"],
 ];
 

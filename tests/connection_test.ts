@@ -13,6 +13,7 @@ import {
   type ConnectionConfig,
   DEFAULT_MAX_QUEUED_BYTES,
 } from "../src/connection.ts";
+import { FrameEncoder } from "../src/framing.ts";
 import { ServerMetrics } from "../src/metrics.ts";
 import { TimeoutTracker } from "../src/timeout_tracker.ts";
 import {
@@ -131,12 +132,14 @@ async function withConnection(
   );
   const config: ConnectionConfig = {
     protocol: options.protocol ?? calculatorProtocol,
-    maxLineBytes,
+    framing: { maxFrameBytes: maxLineBytes },
+    encoder: new FrameEncoder(),
     tooLongReply: ServerReplies.lineTooLong(maxLineBytes) + CRLF,
     maxQueuedBytes: DEFAULT_MAX_QUEUED_BYTES,
     logLines: false,
     idle: tracker(options.idleTimeoutMs, (c) => c.onIdleTimeout()),
     line: tracker(options.lineTimeoutMs, (c) => c.onLineTimeout()),
+    replyDeadline: undefined,
     lingerMs: 0,
     draining: () => draining,
     onEnd,

@@ -290,7 +290,8 @@ async function runOutsideRepo(
 /** What every run of the example must print: the events and the summary. */
 function assertServedAndLogged(run: { output: string; code: number }) {
   assert.equal(run.code, 0, run.output);
-  assert.match(run.output, /INF lineserver connection opened "?127\.0\.0\.1:/);
+  // The command's text lines: level, then the message, values unquoted.
+  assert.match(run.output, /Z INFO {2}connection opened 127\.0\.0\.1:\d+\n/);
   assert.match(run.output, /connection closed .*2 lines.*quit/);
   assert.match(
     run.output,

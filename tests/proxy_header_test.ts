@@ -33,7 +33,18 @@ function done(
   port = 0,
 ): ProxyHeaderResult {
   const source = hostname === undefined ? undefined : { hostname, port };
-  return { status: "complete", length, source, version };
+  return { status: "complete", length, source, version, local: false };
+}
+
+/** A complete v2 LOCAL header: a health check, no address. */
+function localDone(length: number): ProxyHeaderResult {
+  return {
+    status: "complete",
+    length,
+    source: undefined,
+    version: 2,
+    local: true,
+  };
 }
 
 /** A v2 header: signature, the two command bytes, `length` (default: the body's), the body. */
@@ -216,13 +227,13 @@ Deno.test("proxy v2: the signature is \\r\\n\\r\\n\\0\\r\\nQUIT\\n; any other by
 });
 
 Deno.test("proxy v2: LOCAL keeps the socket's address and skips whatever block it carries", () => {
-  assertPrefixes(v2(LOCAL, UNSPEC), done(2, 16));
+  assertPrefixes(v2(LOCAL, UNSPEC), localDone(16));
   const block = bytes(inet([10, 0, 0, 1], [10, 0, 0, 2], 1, 2), tlv(4, [0]));
-  assertPrefixes(v2(LOCAL, TCP4, block), done(2, 16 + 16));
+  assertPrefixes(v2(LOCAL, TCP4, block), localDone(16 + 16));
   // A receiver ignores a LOCAL header's family byte and address block,
   // whatever they say: even a block shorter than its family's.
-  assert.deepEqual(parse(v2(LOCAL, TCP6, [1, 2])), done(2, 18));
-  assert.deepEqual(parse(v2(LOCAL, 0xff)), done(2, 16));
+  assert.deepEqual(parse(v2(LOCAL, TCP6, [1, 2])), localDone(18));
+  assert.deepEqual(parse(v2(LOCAL, 0xff)), localDone(16));
 });
 
 Deno.test("proxy v2: PROXY over AF_INET and AF_INET6 names the source", () => {
@@ -412,7 +423,7 @@ function randomV2(random: Random): [Uint8Array, ProxyHeaderResult] {
   // LOCAL ignores the family byte, so any value goes there.
   if (random() < 0.2) {
     const local = header(LOCAL, int(random, 256));
-    return [local, done(2, local.length)];
+    return [local, localDone(local.length)];
   }
   const proxy = header(PROXY, (family << 4) | int(random, 2));
   const port = (at: number) => (block[at] << 8) | block[at + 1];

@@ -97,17 +97,42 @@ Deno.test("proxy protocol: a v2 header split byte by byte, then the calculator a
   });
 });
 
-Deno.test("proxy protocol: v1 UNKNOWN and v2 LOCAL keep the socket's own address", async () => {
+Deno.test("proxy protocol: v1 UNKNOWN keeps the socket's own address", async () => {
   await withServer(
     { proxyProtocol: true, protocol: whoAmI },
     async ({ connect }) => {
       const unknown = await connect();
-      await unknown.send("PROXY UNKNOWN\r\n");
+      await unknown.send("PROXY UNKNOWN\r\nx\n");
       assert.match(await unknown.readLine(), /^hello 127\.0\.0\.1 \d+$/);
-      const local = await connect();
-      await local.send(bytes(v2Header([10, 9, 8, 7], 1234, "LOCAL"), "x\n"));
-      assert.match(await local.readLine(), /^hello 127\.0\.0\.1 \d+$/);
-      assert.equal(await local.readLine(), "x from 127.0.0.1");
+      assert.equal(await unknown.readLine(), "x from 127.0.0.1");
+    },
+  );
+});
+
+Deno.test("proxy protocol: a v2 LOCAL connection is a health check: sent nothing, closed, counted apart", async () => {
+  await withServer(
+    { proxyProtocol: true, protocol: whoAmI },
+    async ({ server, connect }) => {
+      for (let check = 1; check <= 3; check++) {
+        const local = await connect();
+        await local.send(v2Header([10, 9, 8, 7], 1234, "LOCAL"));
+        assert.equal(await local.readToEnd(), "", "no welcome, no reply");
+        await waitFor(
+          "the check to be counted",
+          () => server.metrics.healthChecks === check,
+          3000,
+        );
+      }
+      // Not a connection: no outcome counted, no slot held, no guest number taken.
+      const closed = Object.values(server.metrics.connectionsClosed)
+        .reduce((a, b) => a + b, 0);
+      assert.equal(closed, 0);
+      assert.equal(server.metrics.connectionsActive, 0);
+      const client = await connect();
+      await client.send("PROXY TCP4 203.0.113.9 127.0.0.1 5000 8080\r\n");
+      assert.equal(await client.readLine(), "hello 203.0.113.9 5000");
+      const summary = await server.shutdown();
+      assert.equal(summary.served, 1);
     },
   );
 });

@@ -92,6 +92,44 @@ tlsTest(
   },
 );
 
+tlsTest(
+  "tls: clients that send 100 KB of lines and half-close get every reply, then EOF",
+  async () => {
+    await using cert = await createTestCertificate();
+    await using server = await startTlsServer(cert);
+    const requests: string[] = [];
+    const expected = [WELCOME];
+    for (let i = 0; i < 4500; i++) {
+      requests.push(`${i},1,2,3,4,5,6,7,8,9\n`);
+      expected.push(`Sum of input integers: '${i + 45}'`);
+    }
+    const request = requests.join("");
+    assert.ok(request.length >= 100_000);
+    const transcript = expected.join("\r\n") + "\r\n";
+    // Several at once, each sending all of it before reading the welcome:
+    // most then reach the server while it still holds the stream paused
+    // after the handshake, so 64 KiB or more of lines and the client's
+    // close_notify are waiting together when it starts reading.
+    const outcomes = await Promise.all([0, 1, 2, 3].map(async (n) => {
+      using client = await connectTlsLineClient(server.port, cert.certPem);
+      await client.send(request);
+      await client.closeWrite();
+      try {
+        return (await client.readToEnd(5000)) === transcript
+          ? "ok"
+          : `client ${n}: wrong replies`;
+      } catch (error) {
+        const lines = new TextDecoder().decode(client.buffered).split("\r\n");
+        return `client ${n}: ${(error as Error).message} (${
+          lines.length - 1
+        } of ${expected.length} lines had arrived)`;
+      }
+    }));
+    assert.deepEqual(outcomes, ["ok", "ok", "ok", "ok"]);
+    assert.equal(server.exited, undefined, server.stderr);
+  },
+);
+
 tlsTest("tls: a plain-TCP client on the TLS port harms nobody", async () => {
   await using cert = await createTestCertificate();
   await using server = await startTlsServer(cert);
