@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type net from "node:net";
 import { startServer } from "../mod.ts";
 import { parseClientCli } from "../src/client_cli.ts";
-import { ClientProcess, cpuSeconds } from "./support/client_process.ts";
+import { cpuSeconds, ScriptProcess } from "./support/script_process.ts";
 import { closedPort, withScriptedServer } from "./support/scripted_server.ts";
 import { waitFor, withTimeout } from "./support/deadline.ts";
 import {
@@ -31,7 +31,7 @@ function linesOf(socket: net.Socket): string[] {
 
 Deno.test("client.ts: piped lines to the calculator, replies printed without CR, exit 0 when the server closes", async () => {
   await using server = await startServer({ port: 0 });
-  await using client = ClientProcess.spawn([`127.0.0.1:${server.addr.port}`]);
+  await using client = ScriptProcess.client([`127.0.0.1:${server.addr.port}`]);
   await client.write("1,2,4\nproduct\r\n2,3\n99999999999,99999999999");
   await client.endInput();
   const status = await client.waitForExit();
@@ -52,7 +52,7 @@ Deno.test("client.ts: piped lines to the calculator, replies printed without CR,
 
 Deno.test("client.ts: each line is printed as it arrives; quit closes from the server's side and the client exits at once", async () => {
   await using server = await startServer({ port: 0 });
-  await using client = ClientProcess.spawn([`127.0.0.1:${server.addr.port}`]);
+  await using client = ScriptProcess.client([`127.0.0.1:${server.addr.port}`]);
   await client.waitForStdout("the welcome", (out) => out === `${WELCOME}\n`);
   await client.write("2,2\n");
   await client.waitForStdout("the reply", (out) => out.endsWith("'4'\n"));
@@ -74,7 +74,7 @@ Deno.test("client.ts: at the end of stdin it half-closes and prints until the se
       );
     });
   }, async ({ port }) => {
-    await using client = ClientProcess.spawn([`127.0.0.1:${port}`]);
+    await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
     await client.write("one\ntwo  \nlast without LF");
     await client.endInput();
     const status = await client.waitForExit();
@@ -90,7 +90,7 @@ Deno.test("client.ts: a server that closes first: what arrived is printed, exit 
   await withScriptedServer((socket) => {
     socket.end("first\r\nsecond\r\n");
   }, async ({ port }) => {
-    await using client = ClientProcess.spawn([`127.0.0.1:${port}`]);
+    await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
     const status = await client.waitForExit();
     assert.equal(client.stdout, "first\nsecond\n");
     assert.equal(client.stderr, "");
@@ -103,7 +103,7 @@ Deno.test("client.ts: a reset is one line on stderr and exit 1", async () => {
     socket.write("hello\r\n");
     socket.once("data", () => socket.resetAndDestroy());
   }, async ({ port }) => {
-    await using client = ClientProcess.spawn([`127.0.0.1:${port}`]);
+    await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
     await client.write("anything\n");
     const status = await client.waitForExit();
     assert.equal(client.stdout, "hello\n");
@@ -117,7 +117,7 @@ Deno.test("client.ts: a reset is one line on stderr and exit 1", async () => {
 
 Deno.test("client.ts: a refused connection is one line naming HOST:PORT and exit 1", async () => {
   const port = await closedPort();
-  await using client = ClientProcess.spawn([`127.0.0.1:${port}`]);
+  await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
   const status = await client.waitForExit();
   assert.equal(
     client.stderr,
@@ -143,7 +143,7 @@ Deno.test("client.ts: a server that does not accept is given up after --connect-
       if (conn === undefined) break;
       queued.push(conn);
     }
-    await using client = ClientProcess.spawn([
+    await using client = ScriptProcess.client([
       `127.0.0.1:${port}`,
       "--connect-timeout",
       "0.5",
@@ -164,7 +164,7 @@ Deno.test("client.ts: --timeout: a line sent and nothing back is one line and ex
   await withScriptedServer((socket) => {
     socket.write("welcome\r\n");
   }, async ({ port, accepted }) => {
-    await using client = ClientProcess.spawn([
+    await using client = ScriptProcess.client([
       `127.0.0.1:${port}`,
       "--timeout",
       "1.5",
@@ -202,7 +202,7 @@ Deno.test("client.ts: --timeout: a line sent and nothing back is one line and ex
 
 Deno.test("client.ts: SIGINT closes the connection and exits 130", async () => {
   await withScriptedServer(() => {}, async ({ port, accepted }) => {
-    await using client = ClientProcess.spawn([`127.0.0.1:${port}`]);
+    await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
     const peer = await accepted();
     const closed = new Promise((resolve) => peer.once("close", resolve));
     client.signal("SIGINT");
@@ -226,14 +226,14 @@ Deno.test({
     });
     const address = `127.0.0.1:${server.addr.port}`;
     for (const flags of [["--ca", cert.certFile], ["--insecure"]]) {
-      await using client = ClientProcess.spawn([address, "--tls", ...flags]);
+      await using client = ScriptProcess.client([address, "--tls", ...flags]);
       await client.write("3,4\n");
       await client.endInput();
       const status = await client.waitForExit();
       assert.equal(client.stdout, `${WELCOME}\nSum of input integers: '7'\n`);
       assert.equal(status.code, 0, client.stderr);
     }
-    await using untrusted = ClientProcess.spawn([address, "--tls"]);
+    await using untrusted = ScriptProcess.client([address, "--tls"]);
     const status = await untrusted.waitForExit();
     assert.match(
       untrusted.stderr,
@@ -261,7 +261,7 @@ Deno.test("client.ts: bad options are one line naming the option, exit 2", async
     ],
   ];
   for (const [args, expected] of cases) {
-    await using client = ClientProcess.spawn(args);
+    await using client = ScriptProcess.client(args);
     const status = await client.waitForExit();
     assert.match(client.stderr, expected, args.join(" "));
     assert.equal(client.stderr.trimEnd().split("\n").length, 1, client.stderr);

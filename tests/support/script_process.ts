@@ -1,7 +1,7 @@
 /**
- * Runs `client.ts` as a real subprocess, the way a user runs it: its stdin
- * is a pipe the test writes to (and ends), its stdout and stderr are
- * collected as they arrive.
+ * Runs a script (`client.ts`, an example) as a real subprocess, the way a
+ * user runs it: its stdin is a pipe the test writes to (and ends), its
+ * stdout and stderr are collected as they arrive.
  *
  * @module
  */
@@ -14,8 +14,8 @@ export const CLIENT_ENTRY =
 
 const encoder = new TextEncoder();
 
-/** A running `client.ts`. */
-export class ClientProcess {
+/** A running script. */
+export class ScriptProcess {
   readonly child: Deno.ChildProcess;
   #stdout = "";
   #stderr = "";
@@ -30,7 +30,7 @@ export class ClientProcess {
   private constructor(child: Deno.ChildProcess) {
     this.child = child;
     this.#input = child.stdin.getWriter();
-    // A client that exits first closes the pipe: later writes fail, harmlessly.
+    // A script that exits first closes the pipe: later writes fail, harmlessly.
     this.#input.closed.catch(() => {});
     this.#outputDone = Promise.all([
       this.#collect(child.stdout, (t) => this.#stdout += t),
@@ -44,14 +44,19 @@ export class ClientProcess {
   }
 
   /** Starts `deno run --allow-net --allow-read client.ts ...args`. */
-  static spawn(args: string[]): ClientProcess {
+  static client(args: string[]): ScriptProcess {
+    return ScriptProcess.spawn(CLIENT_ENTRY, args);
+  }
+
+  /** Starts `deno run --allow-net --allow-read ENTRY ...args`. */
+  static spawn(entry: string, args: string[]): ScriptProcess {
     const child = new Deno.Command("deno", {
-      args: ["run", "--allow-net", "--allow-read", CLIENT_ENTRY, ...args],
+      args: ["run", "--allow-net", "--allow-read", entry, ...args],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    return new ClientProcess(child);
+    return new ScriptProcess(child);
   }
 
   async #collect(
@@ -83,12 +88,12 @@ export class ClientProcess {
     return this.#exited;
   }
 
-  /** Writes `text` to the client's stdin. */
+  /** Writes `text` to the script's stdin. */
   async write(text: string): Promise<void> {
     await this.#input.write(encoder.encode(text));
   }
 
-  /** Ends the client's stdin (as Ctrl-D does). */
+  /** Ends the script's stdin (as Ctrl-D does). */
   async endInput(): Promise<void> {
     await this.#input.close();
   }
@@ -103,7 +108,7 @@ export class ClientProcess {
     while (!check(this.#stdout)) {
       if (this.#exited) {
         throw new Error(
-          `client exited (${this.#exited.code}) before ${what}; stdout ${
+          `script exited (${this.#exited.code}) before ${what}; stdout ${
             JSON.stringify(this.#stdout)
           }, stderr ${JSON.stringify(this.#stderr)}`,
         );
@@ -125,8 +130,12 @@ export class ClientProcess {
 
   /** Waits for the process to exit and its output to be read. */
   async waitForExit(timeoutMs = 15_000): Promise<Deno.CommandStatus> {
-    const status = await withTimeout(this.#status, timeoutMs, "client exit");
-    await withTimeout(this.#outputDone, 2000, "client output");
+    const status = await withTimeout(
+      this.#status,
+      timeoutMs,
+      "the script to exit",
+    );
+    await withTimeout(this.#outputDone, 2000, "the script's output");
     return status;
   }
 
