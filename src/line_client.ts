@@ -13,6 +13,7 @@
  * @module
  */
 import type net from "node:net";
+import { setImmediate } from "node:timers";
 import {
   type Frame,
   FrameDecoder,
@@ -570,10 +571,20 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     this.#outParts.push(data);
     if (this.#batch === undefined) {
       this.#batch = Promise.withResolvers<void>();
-      queueMicrotask(() => this.#flush());
+      // Alone, a request leaves at the end of this task. With others in
+      // flight, their replies are arriving and each one's caller may send
+      // the next request: waiting for the end of the event-loop turn lets
+      // all of those go out in one write (one system call, not one each).
+      if (this.#readers.length - this.#head > 1) {
+        setImmediate(this.#flushLater);
+      } else {
+        queueMicrotask(this.#flushLater);
+      }
     }
     return this.#batch.promise;
   }
+
+  readonly #flushLater = () => this.#flush();
 
   #flush() {
     const batch = this.#batch;
