@@ -6,9 +6,10 @@
  * Parses the command line, sets up logging, starts the server (or a pool of
  * workers sharing the port), the optional admin endpoint, wires the shutdown
  * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
- * 1 when it could not start (a port in use, `--port` or `--admin-port`) or
- * was stopped by a second signal; 2 for bad options, a protocol not built
- * in, or unusable TLS files.
+ * 1 when it could not start (a port in use, `--port` or `--admin-port`, or
+ * an address that is not this machine's) or was stopped by a second signal;
+ * 2 for bad options, a protocol not built in, unusable TLS files, or a
+ * missing permission (`--allow-net`, and `--allow-read` for `--workers`).
  *
  * @module
  */
@@ -99,6 +100,29 @@ function readTlsFiles(
     );
   }
   return tls;
+}
+
+/**
+ * Without `--allow-net` for an address, Deno's `node:net` throws from inside
+ * `listen` where no caller can catch it, and the user sees a stack trace.
+ * Asking first makes it one line that says which flag to add.
+ */
+function missingNetPermission(options: CliOptions): StartError | undefined {
+  const ports: [number, string][] = [[options.port, ""]];
+  if (options.adminPort !== undefined) {
+    ports.push([options.adminPort, " (--admin-port)"]);
+  }
+  for (const [port, which] of ports) {
+    const where = formatAddr({ hostname: options.host, port });
+    const { state } = Deno.permissions.querySync({ name: "net", host: where });
+    if (state !== "granted") {
+      return new StartError(
+        `Cannot listen on ${where}${which}: Deno has no --allow-net for it; add --allow-net (or --allow-net=${where}) to deno run, as deno task start does`,
+        EXIT_USAGE,
+      );
+    }
+  }
+  return undefined;
 }
 
 function listenError(
@@ -279,7 +303,13 @@ function reportStartError(message: string, options: CliOptions) {
   else writeStderrLine(`lineserver: ${message}`);
 }
 
-/** Runs the command with `args` and returns its exit code. */
+/**
+ * Runs the command with `args` and returns its exit code, for
+ * `Deno.exit(await main(Deno.args))`. Once the server has started, SIGINT
+ * and SIGTERM belong to it for the rest of the process: after the drain they
+ * do nothing, so that a late copy of the stop signal cannot turn exit 0 into
+ * a death by signal before the exit.
+ */
 export async function main(args: string[]): Promise<number> {
   const request = parseCli(args);
   switch (request.kind) {
@@ -298,6 +328,11 @@ export async function main(args: string[]): Promise<number> {
   const workers = options.workers === 0
     ? navigator.hardwareConcurrency
     : options.workers;
+  const noNet = missingNetPermission(options);
+  if (noNet !== undefined) {
+    reportStartError(noNet.message, options);
+    return noNet.exitCode;
+  }
   let service: Service;
   try {
     service = await startService(options, workers);
@@ -326,8 +361,9 @@ export async function main(args: string[]): Promise<number> {
   // The shutdown signals are ours before the server says it is listening:
   // whoever starts it may signal it as soon as it reads that line, and a
   // signal with no listener yet would kill the process instead of draining.
+  // They stay ours after the drain, until the process exits (see drained()).
   let exitCode = 0;
-  using _signals = onShutdownSignals({
+  const signals = onShutdownSignals({
     graceful(signal) {
       serverLogger.info(
         "{signal} received: draining (timeout {timeoutSeconds} s)",
@@ -361,6 +397,7 @@ export async function main(args: string[]): Promise<number> {
     );
   }
   const summary = await service.finished;
+  signals.drained();
   await admin?.shutdown();
   logSummary(summary);
   return exitCode;

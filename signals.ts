@@ -10,6 +10,10 @@
  * forwards, a supervisor stopping a whole control group with SIGTERM) sends
  * the server the same signal once more, a fraction of a millisecond later.
  * Such a repeat is not a second request; see {@linkcode SAME_REQUEST_WINDOW_MS}.
+ * The forwarded copy can also come after the drain has finished, on its way
+ * to the exit: once the drain is over, a shutdown signal has nothing left to
+ * stop, and it must not be the one that ends the process (see
+ * {@linkcode ShutdownSignals.drained}).
  *
  * @module
  */
@@ -43,7 +47,9 @@ export type SignalMeaning =
   /** The first signal again within the window: the same request, delivered twice. */
   | "repeat"
   /** A second request: close everything now. */
-  | "immediate";
+  | "immediate"
+  /** Any signal once the drain has finished: nothing left to stop. */
+  | "after";
 
 /**
  * Tells the first shutdown request, its repeated deliveries and a real second
@@ -58,11 +64,14 @@ export type SignalMeaning =
  * assert.equal(requests.classify("SIGINT", 1000), "graceful");
  * assert.equal(requests.classify("SIGINT", 1000.2), "repeat");
  * assert.equal(requests.classify("SIGINT", 1500), "immediate");
+ * requests.finish();
+ * assert.equal(requests.classify("SIGTERM", 1600), "after");
  * ```
  */
 export class ShutdownRequests {
   readonly #windowMs: number;
   #first: { signal: Deno.Signal; atMs: number } | undefined;
+  #finished = false;
 
   /** `windowMs` defaults to {@linkcode SAME_REQUEST_WINDOW_MS}. */
   constructor(options: { windowMs?: number } = {}) {
@@ -83,6 +92,7 @@ export class ShutdownRequests {
    * repeats cannot stretch it.
    */
   classify(signal: Deno.Signal, atMs: number): SignalMeaning {
+    if (this.#finished) return "after";
     if (this.#first === undefined) {
       this.#first = { signal, atMs };
       return "graceful";
@@ -90,6 +100,11 @@ export class ShutdownRequests {
     const sameRequest = signal === this.#first.signal &&
       atMs - this.#first.atMs <= this.#windowMs;
     return sameRequest ? "repeat" : "immediate";
+  }
+
+  /** The drain has finished: every later signal is `"after"`. */
+  finish(): void {
+    this.#finished = true;
   }
 }
 
@@ -106,22 +121,37 @@ export interface ShutdownHandlers {
   repeated?(signal: Deno.Signal, gapMs: number): void;
 }
 
+/** The listeners of {@linkcode onShutdownSignals}. */
+export interface ShutdownSignals extends Disposable {
+  /**
+   * The drain has finished: from now on SIGINT and SIGTERM do nothing. A
+   * process that is about to exit calls this instead of disposing: without
+   * a listener, a late copy of the stop signal (`deno task` forwards Ctrl-C
+   * a moment after the terminal delivered it) would kill the process on its
+   * way out, and exit 0 would become 130 (143 for SIGTERM). The listeners do
+   * not keep the process alive.
+   */
+  drained(): void;
+}
+
 /**
  * Listens for SIGINT and SIGTERM until disposed.
  *
  * @example
  * ```ts ignore
- * using _signals = onShutdownSignals({
+ * const signals = onShutdownSignals({
  *   graceful: () => server.shutdown(),
  *   immediate: () => server.abort(),
  * });
  * await server.finished;
+ * signals.drained();
+ * Deno.exit(0);
  * ```
  */
 export function onShutdownSignals(
   handlers: ShutdownHandlers,
   options: { windowMs?: number } = {},
-): Disposable {
+): ShutdownSignals {
   const requests = new ShutdownRequests(options);
   const listeners = SHUTDOWN_SIGNALS.map((signal) => {
     const listener = () => {
@@ -133,12 +163,17 @@ export function onShutdownSignals(
           return handlers.repeated?.(signal, requests.sinceFirst(now) ?? 0);
         case "immediate":
           return handlers.immediate(signal);
+        case "after":
+          return;
       }
     };
     Deno.addSignalListener(signal, listener);
     return { signal, listener };
   });
   return {
+    drained() {
+      requests.finish();
+    },
     [Symbol.dispose]() {
       for (const { signal, listener } of listeners) {
         Deno.removeSignalListener(signal, listener);

@@ -11,6 +11,17 @@ import { placement, SERVER_CPU } from "./machine.ts";
 import type { IdleResult, LoadResult } from "./scenarios.ts";
 import { type ServerKind, SERVERS } from "./servers.ts";
 import type { Exchange } from "./traffic.ts";
+import {
+  check,
+  IDLE_TARGET_CONNECTIONS,
+  round,
+  tally,
+  type TargetChecks,
+  TARGETS,
+  verdict,
+} from "./targets.ts";
+
+export { IDLE_TARGET_CONNECTIONS };
 
 const RESULTS_FILE = new URL("./results.json", import.meta.url).pathname;
 
@@ -29,19 +40,6 @@ export function calibrationMet(r: LoadResult): boolean {
     r.maxOverMedian <= CALIBRATION.maxOverMedian &&
     r.leastServedOverMedian >= CALIBRATION.leastServedOverMedian;
 }
-
-/** lineserver's targets. */
-const TARGETS = {
-  /** Under the 1000- and 5000-connection closed loop. */
-  maxOverMedian: 5,
-  leastServedOverMedian: 0.5,
-  /** lineserver lines/s over the Node peer's. */
-  requestResponse: 1.2,
-  pipelined: 3,
-  thousandConnections: 1,
-  idleKiBPerConnection: 8,
-  peakRssMiB: 100,
-};
 
 /** What the scenarios measured, in the order they ran. */
 export interface Measured {
@@ -66,10 +64,6 @@ export interface RunFacts {
 }
 
 export type Summary = ReturnType<typeof summarize>;
-
-/** Rounds for the JSON; a non-finite number becomes null (JSON has no NaN). */
-const round = (n: number, digits = 3) =>
-  Number.isFinite(n) ? Number(n.toFixed(digits)) : null;
 
 const usable = (r: LoadResult | undefined): r is LoadResult =>
   r !== undefined && !r.skipped && !r.failed;
@@ -97,17 +91,6 @@ function ratio(
   const top = results.find((r) => r.id === numerator);
   const bottom = results.find((r) => r.id === denominator);
   return usable(top) && usable(bottom) ? top[key] / bottom[key] : NaN;
-}
-
-/** A target check: the value, the limit, and whether it was met (null: not measured). */
-function check(value: number, limit: number, atLeast: boolean) {
-  return {
-    value: round(value),
-    limit,
-    met: Number.isFinite(value)
-      ? (atLeast ? value >= limit : value <= limit)
-      : null,
-  };
 }
 
 /** Everything that makes the run a failure; a skipped row is not one. */
@@ -206,7 +189,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
   const c = byId("c-calc");
   const e = byId("e-calc");
   const idleCalc = idle.find((r) => r.server === "calc");
-  const targets = {
+  const targets: TargetChecks = {
     fairness1000: usable(c)
       ? {
         maxOverMedian: check(c.maxOverMedian, TARGETS.maxOverMedian, false),
@@ -268,6 +251,9 @@ export function summarize(measured: Measured, facts: RunFacts) {
           TARGETS.idleKiBPerConnection,
           false,
         ),
+        ...(idleCalc.connections < IDLE_TARGET_CONNECTIONS
+          ? { met: null }
+          : {}),
       }
       : null,
     peakRssMiB1000: check(
@@ -330,6 +316,8 @@ export function summarize(measured: Measured, facts: RunFacts) {
       skipped: loads.find((r) => r.scenario.startsWith("w") && r.skipped)
         ?.skipped ?? null,
     },
+    /** Every target by name: met, missed (with value and limit), not measured. */
+    targetsMet: tally(targets),
     scenarios: loads,
     idle,
     failures,
@@ -471,13 +459,28 @@ function serverTable(summary: Summary): string {
   return table(header, rows, 1);
 }
 
-type Check = { value: number | null; limit: number; met: boolean | null };
-
-function verdict(c: Check | null | undefined, atLeast: boolean): string {
-  if (!c || c.met === null) return "- (not measured)";
-  return `${c.value} [target ${atLeast ? ">=" : "<="} ${c.limit}: ${
-    c.met ? "met" : "MISSED"
-  }]`;
+/**
+ * The last line: what was met and what was missed (targets are reported,
+ * not failures), then whether anything failed, which is what the exit code
+ * says.
+ */
+function resultLine(summary: Summary): string {
+  const { met, missed, notMeasured } = summary.targetsMet;
+  const total = met.length + missed.length + notMeasured.length;
+  const parts = [`result: ${met.length} of ${total} targets met`];
+  if (missed.length > 0) {
+    parts.push(`${missed.length} missed: ${missed.join(", ")}`);
+  }
+  if (notMeasured.length > 0) {
+    parts.push(`${notMeasured.length} not measured or not judged`);
+  }
+  const { failures } = summary;
+  parts.push(
+    failures.length === 0
+      ? "no failures (exit 0)"
+      : `FAILED (exit 1):\n  ${failures.join("\n  ")}`,
+  );
+  return parts.join("; ");
 }
 
 function calibrationLine(summary: Summary): string {
@@ -504,7 +507,7 @@ function calibrationLine(summary: Summary): string {
 
 /** The human-readable report: calibration, the tables, then the verdicts. */
 function text(summary: Summary): string {
-  const { targets, failures, meta } = summary;
+  const { targets, meta } = summary;
   const loads = summary.scenarios;
   const out: string[] = [];
   out.push(
@@ -543,13 +546,13 @@ function text(summary: Summary): string {
       perCpu.closedLoop1000 ?? "-"
     }`,
   );
+  const idle = targets.idleKiBPerConnection;
+  const fewer = idle && idle.connections < IDLE_TARGET_CONNECTIONS
+    ? ` (fewer than the ${IDLE_TARGET_CONNECTIONS} the target and docs/performance.md are for: the fixed memory is spread over fewer connections, so this is larger and not comparable)`
+    : "";
   out.push(
-    `lineserver memory: idle ${
-      verdict(targets.idleKiBPerConnection, false)
-    } KiB/conn${
-      targets.idleKiBPerConnection
-        ? ` at ${targets.idleKiBPerConnection.connections} conns`
-        : ""
+    `lineserver memory: idle ${verdict(idle, false)} KiB/conn${
+      idle ? ` at ${idle.connections} conns${fewer}` : ""
     }; peak RSS under 1000 conns ${verdict(targets.peakRssMiB1000, false)} MiB`,
   );
   const echo = summary.overRawEcho;
@@ -619,11 +622,7 @@ function text(summary: Summary): string {
     for (const m of r.mismatchSamples) out.push(`${r.id} mismatch: ${m}`);
     for (const e of r.errorSamples) out.push(`${r.id} error: ${e}`);
   }
-  out.push(
-    failures.length === 0
-      ? "result: OK"
-      : `result: FAILED\n  ${failures.join("\n  ")}`,
-  );
+  out.push(resultLine(summary));
   out.push(`total ${meta.totalS} s`);
   out.push("");
   return out.join("\n");

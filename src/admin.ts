@@ -136,6 +136,8 @@ export async function startAdminServer(
   const listener = await TcpListener.listen({
     hostname: options.hostname,
     port: options.port,
+    // A handful of small requests: the ordinary read path is simplest.
+    sharedReadBuffer: false,
     logger,
     metrics: acceptMetrics,
   });

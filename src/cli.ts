@@ -4,14 +4,10 @@
  *
  * @module
  */
+import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
-import {
-  firstLine,
-  LOG_FORMATS,
-  LOG_LEVELS,
-  type LogFormat,
-} from "./logging.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
 import type { WorkerServerOptions } from "./cluster.ts";
 import denoConfig from "../deno.json" with { type: "json" };
@@ -40,7 +36,7 @@ export interface CliOptions {
   idleTimeoutMs: number;
   /** A started request line must end within this long; 0 = no limit. */
   lineTimeoutMs: number;
-  /** How long a graceful shutdown waits before closing by force. */
+  /** How long a graceful shutdown waits before closing by force; never 0. */
   shutdownTimeoutMs: number;
   /** Most connections at once from one address (IPv6: one /64); 0 = no limit. */
   maxConnectionsPerIp: number;
@@ -70,7 +66,7 @@ export type CliRequest =
 /** `--protocol calc|echo|chat`, padded to the column of the descriptions. */
 const PROTOCOL_OPTION = `--protocol ${PROTOCOL_NAMES.join("|")}`.padEnd(25);
 
-/** The `--help` text. */
+/** The `--help` text: every description starts in the same column. */
 export const USAGE =
   `lineserver ${VERSION}: a concurrent TCP line-protocol server
 
@@ -78,7 +74,8 @@ Usage: deno task start [options]
        deno run --allow-net [--allow-read] server.ts [options]
 
 Options:
-  --host HOST               interface to listen on (default 127.0.0.1)
+  --host HOST               interface to listen on, an IP address or a host
+                            name (default 127.0.0.1)
   --port PORT               TCP port, 0 picks a free one (default 8080)
   ${PROTOCOL_OPTION} line protocol to serve (default ${PROTOCOL_NAMES[0]})
   --max-line-bytes N        longest request line in bytes (default 65536)
@@ -87,31 +84,38 @@ Options:
                             most clients at once from one address (IPv6: per
                             /64), 0 = no limit (default 0; with --workers, per
                             worker)
-  --idle-timeout SECONDS    close silent clients after this long, 0 = never (default 300)
+  --idle-timeout SECONDS    close silent clients after this long, 0 = never
+                            (default 300)
   --line-timeout SECONDS    a started line must end within this long, 0 = never
                             (default 60)
-  --proxy-protocol          each connection begins with a PROXY protocol v1 or v2
-                            header, as HAProxy's send-proxy sends (default off)
-  --shutdown-timeout SECONDS  grace period on SIGINT/SIGTERM (default 2)
+  --shutdown-timeout SECONDS
+                            grace period on SIGINT/SIGTERM, then what is still
+                            open is closed by force; above 0, as a drain always
+                            ends (0.001 closes at once) (default 2)
+  --proxy-protocol          each connection begins with a PROXY protocol
+                            header, v1 or v2, as HAProxy's send-proxy sends
+                            (default off)
   --log-level LEVEL         debug, info, warning or error (default info)
   --log-format FORMAT       text or json (default text)
-  --workers N               listeners sharing the port, 0 = one per CPU (default 1;
-                            other values need --allow-read)
-  --tls-cert FILE           serve TLS with this PEM certificate (needs --tls-key
-                            and --allow-read)
+  --workers N               listeners sharing the port, 0 = one per CPU
+                            (default 1; other values need --allow-read)
+  --tls-cert FILE           serve TLS with this PEM certificate (needs
+                            --tls-key and --allow-read)
   --tls-key FILE            PEM private key for --tls-cert (needs --allow-read)
   --admin-port PORT         HTTP /healthz and /metrics on --host (default off)
   --help                    print this help and exit
   --version                 print the version and exit
+
+Each option is given at most once. Timeouts take fractions of a second (0.5).
 
 Permissions: --allow-net always. --allow-read only for --tls-cert/--tls-key
 (to read the files) and for --workers other than 1 (Deno loads each worker's
 module from disk). deno task start and the binary from deno task compile
 have both.
 
-Signals: SIGINT or SIGTERM drains gracefully; a second one stops at once (exit 1).
-The same signal again within 100 ms is the first one delivered twice (Ctrl-C
-under deno task reaches the server twice), not a second one.
+Signals: SIGINT or SIGTERM drains gracefully; a second one stops at once
+(exit 1). The same signal again within 100 ms is the first one delivered
+twice (Ctrl-C under deno task reaches the server twice), not a second one.
 `;
 
 const HINT = "run with --help for usage";
@@ -126,83 +130,168 @@ function fail(option: string, expected: string, received: string): never {
   );
 }
 
-function integer(
-  option: string,
-  text: string,
-  min: number,
-  max: number,
-): number {
-  const value = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!(value >= min && value <= max)) {
-    fail(option, `an integer from ${min} to ${max}`, text);
-  }
-  return value;
+/** What an option's value may be, said in every error about it, and its parser. */
+interface ValueSpec<T> {
+  readonly expected: string;
+  /** The value `text` stands for, or undefined if it is not one. */
+  parse(text: string): T | undefined;
 }
 
-function seconds(option: string, text: string): number {
-  const value = /^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
-  if (!(value >= 0 && value <= MAX_TIMEOUT_SECONDS)) {
-    fail(option, `a number of seconds from 0 to ${MAX_TIMEOUT_SECONDS}`, text);
-  }
-  // A positive value never means "off": 0.0001 s is 1 ms, not 0.
-  return value > 0 ? Math.max(1, Math.round(value * 1000)) : 0;
+function integerSpec(min: number, max: number): ValueSpec<number> {
+  return {
+    expected: `an integer from ${min} to ${max}`,
+    parse(text) {
+      const value = /^\d+$/.test(text) ? Number(text) : NaN;
+      return value >= min && value <= max ? value : undefined;
+    },
+  };
 }
-
-function choice<T extends string>(
-  option: string,
-  text: string,
-  choices: readonly T[],
-): T {
-  if (!(choices as readonly string[]).includes(text)) {
-    fail(option, `one of ${choices.join(", ")}`, text);
-  }
-  return text as T;
-}
-
-const STRING = { type: "string" } as const;
 
 /**
- * parseArgs refuses `--port -1` as ambiguous (the value looks like an
- * option); joining it into `--port=-1` lets validation name the real
- * problem: the number is out of range.
+ * Seconds, fractions allowed, as milliseconds. A positive value never means
+ * "off": 0.0001 s is 1 ms, not 0. `zero` says whether 0 is allowed.
  */
-export function attachNegativeValues(args: string[]): string[] {
-  const joined: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const next = args[i + 1];
-    if (
-      /^--[a-z-]+$/.test(args[i]) && next !== undefined && /^-[\d.]/.test(next)
-    ) {
-      joined.push(`${args[i]}=${next}`);
-      i++;
-    } else {
-      joined.push(args[i]);
-    }
-  }
-  return joined;
+function secondsSpec(zero: "never" | "refused"): ValueSpec<number> {
+  const range = zero === "never"
+    ? `a number of seconds from 0 (never) to ${MAX_TIMEOUT_SECONDS}`
+    : `a number of seconds above 0, up to ${MAX_TIMEOUT_SECONDS} (a drain always ends; a small value such as 0.001 closes at once)`;
+  return {
+    expected: range,
+    parse(text) {
+      const value = /^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
+      if (!(value >= 0 && value <= MAX_TIMEOUT_SECONDS)) return undefined;
+      if (value === 0) return zero === "never" ? 0 : undefined;
+      return Math.max(1, Math.round(value * 1000));
+    },
+  };
 }
 
-/** Turns node's parseArgs errors into one line that names the option. */
-export function describeParseError(error: Error & { code?: string }): string {
-  const option = error.message.match(/'(-[^' ]*)/)?.[1];
-  switch (error.code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `Unknown option: ${option ?? error.message}`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return `Invalid use of option ${option ?? ""}: ${
-        error.message.split(/\.\s|\n/)[0]
-      }`;
-    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
-      return `Unexpected argument: ${
-        error.message.match(/'([^']*)'/)?.[1] ?? error.message
-      }`;
-    default:
-      return firstLine(error);
-  }
+function choiceSpec<T extends string>(choices: readonly T[]): ValueSpec<T> {
+  return {
+    expected: `one of ${choices.join(", ")}`,
+    parse: (text) =>
+      (choices as readonly string[]).includes(text) ? text as T : undefined,
+  };
 }
 
 /**
- * Parses and validates `args`.
+ * An IP address, or a name made of DNS labels. Digits and dots only, or a
+ * colon, is meant as an address: `999.1.1.1` is refused here, not by the
+ * resolver after the options were accepted.
+ */
+const HOST_SPEC: ValueSpec<string> = {
+  expected: "an IP address or a host name",
+  parse(text) {
+    if (isIP(text) !== 0) return text;
+    if (/^[\d.]*$/.test(text) || text.includes(":")) return undefined;
+    const name = text.endsWith(".") ? text.slice(0, -1) : text;
+    const labels = name.split(".");
+    const valid = name.length <= 253 &&
+      labels.every((label) =>
+        /^[a-z\d_]([a-z\d_-]{0,61}[a-z\d_])?$/i.test(label)
+      );
+    return valid ? text : undefined;
+  },
+};
+
+const PATH_SPEC: ValueSpec<string> = {
+  expected: "a file path",
+  parse: (text) => text === "" ? undefined : text,
+};
+
+/** Every option that takes a value. */
+const VALUE_OPTIONS = {
+  host: HOST_SPEC,
+  port: integerSpec(0, 65535),
+  protocol: choiceSpec(PROTOCOL_NAMES),
+  "max-line-bytes": integerSpec(1, 1 << 30),
+  "max-connections": integerSpec(1, 1_000_000),
+  "max-connections-per-ip": integerSpec(0, 1_000_000),
+  "idle-timeout": secondsSpec("never"),
+  "line-timeout": secondsSpec("never"),
+  "shutdown-timeout": secondsSpec("refused"),
+  "log-level": choiceSpec(LOG_LEVELS),
+  "log-format": choiceSpec(LOG_FORMATS),
+  workers: integerSpec(0, 256),
+  "tls-cert": PATH_SPEC,
+  "tls-key": PATH_SPEC,
+  "admin-port": integerSpec(0, 65535),
+} as const;
+
+type ValueOption = keyof typeof VALUE_OPTIONS;
+
+/** Every option that is a flag, without a value. */
+const FLAGS = ["proxy-protocol", "help", "version"] as const;
+
+/** What parseArgs needs to know: which options take the next argument. */
+const PARSE_OPTIONS = Object.fromEntries([
+  ...Object.keys(VALUE_OPTIONS).map((name) => [name, { type: "string" }]),
+  ...FLAGS.map((name) => [name, { type: "boolean" }]),
+]) as Record<string, { type: "string" | "boolean" }>;
+
+/**
+ * The options given, each once, by name: the text of a value option, `true`
+ * for a flag. parseArgs (not strict) splits the arguments into tokens, and
+ * each is checked here, so that every problem is said the same way: an
+ * option's value, even one that looks like an option (`--port -1`,
+ * `--port --host`), reaches the option's own check.
+ */
+function readArgs(args: string[]): Map<string, string | true> {
+  const { tokens } = parseArgs({
+    args,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+    options: PARSE_OPTIONS,
+  });
+  const given = new Map<string, string | true>();
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      throw new UsageError(`Unexpected argument: ${token.value}`);
+    }
+    if (token.kind === "option-terminator") continue;
+    const { name, rawName, value } = token;
+    const spec: ValueSpec<unknown> | undefined =
+      VALUE_OPTIONS[name as ValueOption];
+    const flag = (FLAGS as readonly string[]).includes(name);
+    if (spec === undefined && !flag) {
+      throw new UsageError(`Unknown option: ${rawName}`);
+    }
+    if (flag && value !== undefined) {
+      fail(name, "no value (it is a flag)", value);
+    }
+    if (spec !== undefined) {
+      // `--port --host x`: the value is missing, not "--host".
+      const missing = value === undefined ||
+        (!token.inlineValue && value.startsWith("--"));
+      if (missing) {
+        throw new UsageError(
+          `Invalid value for --${name}: expected ${spec.expected}, received ${
+            value === undefined ? "nothing" : `the option ${value}`
+          }`,
+        );
+      }
+    }
+    const earlier = given.get(name);
+    if (earlier !== undefined) {
+      throw new UsageError(
+        `Option --${name} is given twice${
+          earlier === true
+            ? ""
+            : `: received ${JSON.stringify(earlier)} and ${
+              JSON.stringify(value)
+            }`
+        }; give it once`,
+      );
+    }
+    given.set(name, value ?? true);
+  }
+  return given;
+}
+
+/**
+ * Parses and validates `args`. A leading `--` is skipped: `deno task start --
+ * --version` passes it on.
  *
  * @example
  * ```ts
@@ -211,103 +300,58 @@ export function describeParseError(error: Error & { code?: string }): string {
  * const run = parseCli(["--port", "0"]);
  * assert.equal(run.kind === "run" && run.options.port, 0);
  * assert.equal(parseCli(["--port", "abc"]).kind, "error");
+ * assert.equal(parseCli(["--", "--version"]).kind, "version");
  * ```
  */
 export function parseCli(args: string[]): CliRequest {
-  let values;
   try {
-    ({ values } = parseArgs({
-      args: attachNegativeValues(args),
-      strict: true,
-      allowPositionals: false,
-      options: {
-        host: STRING,
-        port: STRING,
-        protocol: STRING,
-        "max-line-bytes": STRING,
-        "max-connections": STRING,
-        "max-connections-per-ip": STRING,
-        "idle-timeout": STRING,
-        "line-timeout": STRING,
-        "proxy-protocol": { type: "boolean" },
-        "shutdown-timeout": STRING,
-        "log-level": STRING,
-        "log-format": STRING,
-        workers: STRING,
-        "tls-cert": STRING,
-        "tls-key": STRING,
-        "admin-port": STRING,
-        help: { type: "boolean" },
-        version: { type: "boolean" },
-      },
-    }));
-  } catch (error) {
-    return {
-      kind: "error",
-      message: `${describeParseError(error as Error)}; ${HINT}`,
+    const given = readArgs(args[0] === "--" ? args.slice(1) : args);
+    if (given.has("help")) return { kind: "help" };
+    if (given.has("version")) return { kind: "version" };
+    const value = <K extends ValueOption>(
+      name: K,
+      fallback: string,
+    ): NonNullable<ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>> => {
+      const text = given.get(name);
+      const spec: ValueSpec<unknown> = VALUE_OPTIONS[name];
+      const parsed = spec.parse(typeof text === "string" ? text : fallback);
+      if (parsed === undefined) {
+        fail(name, spec.expected, typeof text === "string" ? text : fallback);
+      }
+      return parsed as NonNullable<
+        ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>
+      >;
     };
-  }
-  if (values.help) return { kind: "help" };
-  if (values.version) return { kind: "version" };
-  try {
-    const host = values.host ?? "127.0.0.1";
-    if (host === "") fail("host", "a host name or address", host);
-    if (
-      (values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)
-    ) {
+    const optional = <K extends "tls-cert" | "tls-key" | "admin-port">(
+      name: K,
+    ) => given.has(name) ? value(name, "") : undefined;
+    const tlsCert = optional("tls-cert");
+    const tlsKey = optional("tls-key");
+    if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+      const [missing, present] = tlsCert === undefined
+        ? ["tls-cert", "tls-key"]
+        : ["tls-key", "tls-cert"];
       throw new UsageError(
-        `Option --${
-          values["tls-cert"] === undefined ? "tls-cert" : "tls-key"
-        } is required with --${
-          values["tls-cert"] === undefined ? "tls-key" : "tls-cert"
-        }`,
+        `Option --${missing} is required with --${present}`,
       );
     }
     const options: CliOptions = {
-      host,
-      port: integer("port", values.port ?? "8080", 0, 65535),
-      protocol: choice(
-        "protocol",
-        values.protocol ?? PROTOCOL_NAMES[0],
-        PROTOCOL_NAMES,
-      ),
-      maxLineBytes: integer(
-        "max-line-bytes",
-        values["max-line-bytes"] ?? "65536",
-        1,
-        1 << 30,
-      ),
-      maxConnections: integer(
-        "max-connections",
-        values["max-connections"] ?? "10000",
-        1,
-        1_000_000,
-      ),
-      idleTimeoutMs: seconds("idle-timeout", values["idle-timeout"] ?? "300"),
-      lineTimeoutMs: seconds("line-timeout", values["line-timeout"] ?? "60"),
-      shutdownTimeoutMs: seconds(
-        "shutdown-timeout",
-        values["shutdown-timeout"] ?? "2",
-      ),
-      maxConnectionsPerIp: integer(
-        "max-connections-per-ip",
-        values["max-connections-per-ip"] ?? "0",
-        0,
-        1_000_000,
-      ),
-      proxyProtocol: values["proxy-protocol"] ?? false,
-      logLevel: choice("log-level", values["log-level"] ?? "info", LOG_LEVELS),
-      logFormat: choice(
-        "log-format",
-        values["log-format"] ?? "text",
-        LOG_FORMATS,
-      ),
-      workers: integer("workers", values.workers ?? "1", 0, 256),
-      tlsCert: values["tls-cert"],
-      tlsKey: values["tls-key"],
-      adminPort: values["admin-port"] === undefined
-        ? undefined
-        : integer("admin-port", values["admin-port"], 0, 65535),
+      host: value("host", "127.0.0.1"),
+      port: value("port", "8080"),
+      protocol: value("protocol", PROTOCOL_NAMES[0]),
+      maxLineBytes: value("max-line-bytes", "65536"),
+      maxConnections: value("max-connections", "10000"),
+      idleTimeoutMs: value("idle-timeout", "300"),
+      lineTimeoutMs: value("line-timeout", "60"),
+      shutdownTimeoutMs: value("shutdown-timeout", "2"),
+      maxConnectionsPerIp: value("max-connections-per-ip", "0"),
+      proxyProtocol: given.has("proxy-protocol"),
+      logLevel: value("log-level", "info"),
+      logFormat: value("log-format", "text"),
+      workers: value("workers", "1"),
+      tlsCert,
+      tlsKey,
+      adminPort: optional("admin-port"),
     };
     return { kind: "run", options };
   } catch (error) {

@@ -6,7 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { attachNegativeValues, describeParseError, VERSION } from "./cli.ts";
+import { VERSION } from "./cli.ts";
 
 export { VERSION };
 
@@ -97,6 +97,67 @@ function address(text: string): { hostname: string; port: number } {
   return { hostname: match[1] ?? match[2], port };
 }
 
+/** The options that take a value, and those that are flags. */
+const VALUE_OPTIONS = ["timeout", "connect-timeout", "ca"] as const;
+const FLAGS = ["tls", "insecure", "help", "version"] as const;
+
+/**
+ * The options given, each once (a flag as `true`), and the positional
+ * arguments. parseArgs (not strict) only splits the arguments; every problem
+ * is said here, the way `server.ts` says it: an option's value, even one
+ * that looks like an option (`--timeout -1`), reaches the option's check.
+ */
+function readArgs(
+  args: string[],
+): { given: Map<string, string | true>; positionals: string[] } {
+  const { tokens } = parseArgs({
+    args,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+    options: Object.fromEntries([
+      ...VALUE_OPTIONS.map((name) => [name, { type: "string" }]),
+      ...FLAGS.map((name) => [name, { type: "boolean" }]),
+    ]) as Record<string, { type: "string" | "boolean" }>,
+  });
+  const given = new Map<string, string | true>();
+  const positionals: string[] = [];
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      positionals.push(token.value);
+      continue;
+    }
+    if (token.kind === "option-terminator") continue;
+    const { name, rawName, value } = token;
+    const takesValue = (VALUE_OPTIONS as readonly string[]).includes(name);
+    if (!takesValue && !(FLAGS as readonly string[]).includes(name)) {
+      throw new UsageError(`Unknown option: ${rawName}`);
+    }
+    if (!takesValue && value !== undefined) {
+      throw new UsageError(
+        `Invalid value for --${name}: expected no value (it is a flag), received ${
+          JSON.stringify(value)
+        }`,
+      );
+    }
+    if (
+      takesValue &&
+      (value === undefined || (!token.inlineValue && value.startsWith("--")))
+    ) {
+      throw new UsageError(
+        `Invalid value for --${name}: expected a value, received ${
+          value === undefined ? "nothing" : `the option ${value}`
+        }`,
+      );
+    }
+    if (given.has(name)) {
+      throw new UsageError(`Option --${name} is given twice; give it once`);
+    }
+    given.set(name, value ?? true);
+  }
+  return { given, positionals };
+}
+
 /**
  * Parses and validates `args`.
  *
@@ -111,32 +172,12 @@ function address(text: string): { hostname: string; port: number } {
  * ```
  */
 export function parseClientCli(args: string[]): ClientCliRequest {
-  let parsed;
   try {
-    parsed = parseArgs({
-      args: attachNegativeValues(args),
-      strict: true,
-      allowPositionals: true,
-      options: {
-        timeout: { type: "string" },
-        "connect-timeout": { type: "string" },
-        tls: { type: "boolean" },
-        ca: { type: "string" },
-        insecure: { type: "boolean" },
-        help: { type: "boolean" },
-        version: { type: "boolean" },
-      },
-    });
-  } catch (error) {
-    return {
-      kind: "error",
-      message: `${describeParseError(error as Error)}; ${HINT}`,
-    };
-  }
-  const { values, positionals } = parsed;
-  if (values.help) return { kind: "help" };
-  if (values.version) return { kind: "version" };
-  try {
+    const { given, positionals } = readArgs(
+      args[0] === "--" ? args.slice(1) : args,
+    );
+    if (given.has("help")) return { kind: "help" };
+    if (given.has("version")) return { kind: "version" };
     if (positionals.length !== 1) {
       throw new UsageError(
         positionals.length === 0
@@ -144,25 +185,31 @@ export function parseClientCli(args: string[]): ClientCliRequest {
           : `Unexpected argument: ${positionals[1]}`,
       );
     }
-    for (const option of ["ca", "insecure"] as const) {
-      if (values[option] !== undefined && !values.tls) {
+    const tls = given.has("tls");
+    for (const option of ["ca", "insecure"]) {
+      if (given.has(option) && !tls) {
         throw new UsageError(`Option --${option} needs --tls`);
       }
     }
-    if (values.ca !== undefined && values.insecure) {
+    if (given.has("ca") && given.has("insecure")) {
       throw new UsageError("Option --ca cannot be combined with --insecure");
     }
+    const text = (name: string, fallback: string) => {
+      const value = given.get(name);
+      return typeof value === "string" ? value : fallback;
+    };
+    const ca = given.get("ca");
     return {
       kind: "run",
       options: {
         ...address(positionals[0]),
-        tls: values.tls ?? false,
-        caFile: values.ca,
-        insecure: values.insecure ?? false,
-        timeoutMs: seconds("timeout", values.timeout ?? "0", 0),
+        tls,
+        caFile: typeof ca === "string" ? ca : undefined,
+        insecure: given.has("insecure"),
+        timeoutMs: seconds("timeout", text("timeout", "0"), 0),
         connectTimeoutMs: seconds(
           "connect-timeout",
-          values["connect-timeout"] ?? "10",
+          text("connect-timeout", "10"),
           1,
         ),
       },

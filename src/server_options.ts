@@ -38,7 +38,11 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** Close connections whose started line is not finished within this long; 0 disables. Default 60000. */
   lineTimeoutMs?: number;
-  /** How long {@linkcode LineServer.shutdown} waits before closing by force. Default 2000. */
+  /**
+   * How long {@linkcode LineServer.shutdown} waits before closing by force.
+   * At least 1: a drain always ends, so there is no 0 for "never" as for the
+   * other timeouts (1 closes at once). Default 2000.
+   */
   shutdownTimeoutMs?: number;
   /** Every connection begins with a PROXY protocol header (v1 or v2). Default false. */
   proxyProtocol?: boolean;
@@ -98,10 +102,10 @@ export function settle(options: ServerOptions): Settings {
     }
     return value;
   };
-  const duration = (name: string, value: number) => {
-    if (!(value >= 0 && value <= 2 ** 31 - 1)) {
+  const duration = (name: string, value: number, min = 0, why = "") => {
+    if (!(value >= min && value <= 2 ** 31 - 1)) {
       throw new RangeError(
-        `Cannot use ${name}: expected milliseconds from 0 to 2147483647, received ${value}`,
+        `Cannot use ${name}: expected milliseconds from ${min} to 2147483647${why}, received ${value}`,
       );
     }
     return value;
@@ -126,6 +130,8 @@ export function settle(options: ServerOptions): Settings {
     shutdownTimeoutMs: duration(
       "shutdownTimeoutMs",
       options.shutdownTimeoutMs ?? 2000,
+      1,
+      " (a drain always ends; 1 closes at once)",
     ),
     proxyProtocol: options.proxyProtocol ?? false,
     proxyProtocolFrom: options.proxyProtocolFrom === undefined

@@ -60,7 +60,137 @@ Deno.test("cli: a positive timeout never means off: it is at least 1 ms", () => 
     options(["--shutdown-timeout", "0.00001"]).shutdownTimeoutMs,
     1,
   );
-  assert.equal(options(["--shutdown-timeout", "0"]).shutdownTimeoutMs, 0);
+});
+
+Deno.test("cli: 0 means never for --idle-timeout and --line-timeout; --shutdown-timeout refuses it, as a drain always ends", () => {
+  assert.equal(options(["--idle-timeout", "0"]).idleTimeoutMs, 0);
+  assert.equal(options(["--line-timeout", "0"]).lineTimeoutMs, 0);
+  for (const zero of ["0", "0.0", ".0", "0.000"]) {
+    const message = error(["--shutdown-timeout", zero]);
+    assert.match(message, /^Invalid value for --shutdown-timeout: /);
+    assert.match(message, /a drain always ends/);
+    assert.match(message, /0\.001 closes at once/);
+  }
+  assert.equal(
+    options(["--shutdown-timeout", "0.001"]).shutdownTimeoutMs,
+    1,
+  );
+  // --help says what 0 means for each.
+  const entry = (option: string) =>
+    USAGE.match(new RegExp(`^  ${option}\\b[^\\n]*(?:\\n {20,}[^\\n]*)*`, "m"))
+      ?.[0].replace(/\s+/g, " ") ?? "";
+  assert.match(entry("--idle-timeout"), /0 = never/);
+  assert.match(entry("--line-timeout"), /0 = never/);
+  assert.match(entry("--shutdown-timeout"), /above 0.*drain always ends/);
+});
+
+Deno.test("cli: --help is aligned: every description starts in one column, no line is over 80", () => {
+  const all = USAGE.split("\n");
+  const first = all.indexOf("Options:") + 1;
+  const lines = all.slice(first, all.indexOf("", first));
+  const options = lines.filter((line) => /^ {2}--/.test(line));
+  assert.ok(options.length >= 18, USAGE);
+  for (const line of options) {
+    // The option, then its description from column 28, or on the next line.
+    const [head, rest] = [line.slice(0, 28), line.slice(28)];
+    if (rest === "") {
+      const next = lines[lines.indexOf(line) + 1];
+      assert.match(next, /^ {28}\S/, `no description under ${line}`);
+    } else {
+      assert.match(head, /^ {2}--\S+(?: \S+)? +$/, `misaligned: ${line}`);
+      assert.match(rest, /^\S/, `misaligned: ${line}`);
+    }
+  }
+  for (
+    const line of lines.filter((line) =>
+      /^ {3,}\S/.test(line) && !/^ {2}--/.test(line)
+    )
+  ) {
+    assert.match(line, /^ {28}\S/, `misaligned: ${JSON.stringify(line)}`);
+  }
+  for (const line of all) {
+    assert.ok(line.length <= 80, `over 80 columns: ${JSON.stringify(line)}`);
+  }
+});
+
+Deno.test("cli: a repeated option is refused, naming it and both values", () => {
+  assert.match(
+    error(["--port", "1", "--port", "0"]),
+    /^Option --port is given twice: received "1" and "0"/,
+  );
+  assert.match(
+    error(["--port=1", "--host", "::1", "--port", "1"]),
+    /--port is given twice/,
+  );
+  assert.match(
+    error(["--proxy-protocol", "--proxy-protocol"]),
+    /^Option --proxy-protocol is given twice/,
+  );
+});
+
+Deno.test("cli: an option without its value says what it expects, like a bad value", () => {
+  assert.equal(
+    error(["--port"]),
+    "Invalid value for --port: expected an integer from 0 to 65535, received nothing; run with --help for usage",
+  );
+  assert.match(
+    error(["--port", "--host", "::1"]),
+    /^Invalid value for --port: expected an integer from 0 to 65535, received the option --host;/,
+  );
+  assert.match(
+    error(["--idle-timeout"]),
+    /^Invalid value for --idle-timeout: expected a number of seconds/,
+  );
+  assert.match(
+    error(["--proxy-protocol=yes"]),
+    /^Invalid value for --proxy-protocol: expected no value \(it is a flag\), received "yes"/,
+  );
+  // A value that begins with -- is still possible, joined with =.
+  assert.equal(options(["--tls-cert=--a", "--tls-key", "k"]).tlsCert, "--a");
+});
+
+Deno.test("cli: a leading -- is skipped, as deno task start -- passes it on", () => {
+  assert.equal(parseCli(["--", "--version"]).kind, "version");
+  assert.equal(options(["--", "--port", "0"]).port, 0);
+  assert.deepEqual(options(["--"]), options([]));
+  assert.match(error(["--port", "0", "--", "x"]), /^Unexpected argument: x/);
+});
+
+Deno.test("cli: --host takes an IP address or a host name; an address that is none is a bad value", () => {
+  for (
+    const host of [
+      "127.0.0.1",
+      "0.0.0.0",
+      "::1",
+      "::",
+      "fe80::1",
+      "localhost",
+      "lineserver-0.lineserver.default.svc.cluster.local",
+      "example.com.",
+      "my_host",
+    ]
+  ) {
+    assert.equal(options(["--host", host]).host, host);
+  }
+  for (
+    const host of [
+      "999.1.1.1",
+      "1.2.3",
+      "1.2.3.4.5",
+      "::g",
+      "[::1]",
+      "a..b",
+      "-a.example",
+      "a b",
+      "",
+    ]
+  ) {
+    assert.match(
+      error(["--host", host]),
+      /^Invalid value for --host: expected an IP address or a host name, received /,
+      `--host ${JSON.stringify(host)}`,
+    );
+  }
 });
 
 Deno.test("cli: every bad value names its option", () => {

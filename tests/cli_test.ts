@@ -5,7 +5,11 @@
 import assert from "node:assert/strict";
 import { delay } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
-import { runServerToExit, ServerProcess } from "./support/server_process.ts";
+import {
+  runServerToExit,
+  SERVER_ENTRY,
+  ServerProcess,
+} from "./support/server_process.ts";
 import {
   createTestCertificate,
   opensslMissingReason,
@@ -120,6 +124,9 @@ const BAD_ARGS: { args: string[]; names: string }[] = [
   },
   { args: ["--proxy-protocol=yes"], names: "proxy-protocol" },
   { args: ["--protocol", "chat", "--workers", "2"], names: "--protocol chat" },
+  { args: ["--host", "999.1.1.1"], names: "--host" },
+  { args: ["--port", "0", "--port", "0"], names: "--port" },
+  { args: ["--shutdown-timeout", "0"], names: "--shutdown-timeout" },
 ];
 
 for (const { args, names } of BAD_ARGS) {
@@ -149,6 +156,81 @@ Deno.test("cli: a port in use is one stderr line and exit 1", async () => {
     `does not name the port: ${lines[0]}`,
   );
   assertNoStackTrace(stderr);
+});
+
+Deno.test("cli: an address that is valid but not this machine's is exit 1 with the reason", async () => {
+  // TEST-NET-1: never assigned to a machine, so binding it fails locally.
+  const { code, stderr } = await runServerToExit(["--host", "192.0.2.1"]);
+  assert.equal(code, 1, `exit code; stderr: ${stderr}`);
+  const lines = linesOf(stderr);
+  assert.equal(lines.length, 1, `expected one stderr line, got:\n${stderr}`);
+  assert.match(lines[0], /^lineserver: Cannot listen on 192\.0\.2\.1:8080: \S/);
+  assertNoStackTrace(stderr);
+});
+
+Deno.test("cli: without --allow-net, one line says which flag to add, exit 2", async () => {
+  for (
+    const [flags, args, where] of [
+      [[], ["--port", "0"], "127.0.0.1:0"],
+      // Granted for the line port only: the admin port is named.
+      [["--allow-net=127.0.0.1:0"], [
+        "--port",
+        "0",
+        "--admin-port",
+        "1",
+      ], "127.0.0.1:1 (--admin-port)"],
+    ] as const
+  ) {
+    const { code, stdout, stderr } = await new Deno.Command("deno", {
+      args: ["run", ...flags, SERVER_ENTRY, ...args],
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const text = new TextDecoder().decode(stderr);
+    assert.equal(code, 2, `exit code; stderr: ${text}`);
+    const lines = linesOf(text);
+    assert.equal(lines.length, 1, `expected one stderr line, got:\n${text}`);
+    assert.ok(
+      lines[0].startsWith(`lineserver: Cannot listen on ${where}: `),
+      lines[0],
+    );
+    assert.match(lines[0], /add --allow-net\b/);
+    assertNoStackTrace(text);
+    assert.equal(stdout.length, 0);
+  }
+});
+
+Deno.test("cli: deno task lists every task with its description", async () => {
+  const { code, stdout, stderr } = await new Deno.Command("deno", {
+    args: ["task"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const listing = new TextDecoder().decode(stdout) +
+    new TextDecoder().decode(stderr);
+  assert.equal(code, 0, listing);
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  );
+  for (const name of Object.keys(config.tasks)) {
+    assert.match(
+      listing,
+      new RegExp(`^- ${name}\\n {4}// \\S`, "m"),
+      `no description under ${name}:\n${listing}`,
+    );
+  }
+});
+
+Deno.test("cli: deno task start -- --version: the -- that deno task passes on is skipped", async () => {
+  const server = ServerProcess.spawn(["--", "--version"], { task: "start" });
+  try {
+    const status = await server.waitForExit(30000);
+    assert.equal(status.code, 0, server.stderr);
+    assert.match(server.stdout, /^lineserver \d+\.\d+\.\d+/);
+  } finally {
+    await server.stop();
+  }
 });
 
 Deno.test("cli: the listening line appears even at --log-level error", async () => {

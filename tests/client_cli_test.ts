@@ -298,9 +298,19 @@ Deno.test("client.ts: option parsing", () => {
       ["h:8080", "--timeout", "-1"],
       ["h:8080", "extra"],
       ["h:8080", "--tls", "--ca", "f", "--insecure"],
+      ["h:8080", "--timeout", "1", "--timeout", "2"],
+      ["h:8080", "--tls=yes"],
+      ["h:8080", "--timeout"],
+      ["h:8080", "--timeout", "--tls"],
     ]
   ) {
     assert.equal(parseClientCli(args).kind, "error", args.join(" "));
   }
   assert.equal(parseClientCli(["--help"]).kind, "help");
+  assert.equal(parseClientCli(["--", "--version"]).kind, "version");
+  const negative = parseClientCli(["h:1", "--timeout", "-1"]);
+  assert.ok(
+    negative.kind === "error" &&
+      negative.message.startsWith("Invalid value for --timeout:"),
+  );
 });

@@ -5,13 +5,17 @@
  * it twice; that must not count as a second request. A real second request
  * (a later repeat, or the other signal) still closes everything at once.
  *
+ * Nor may a copy that arrives after the drain has finished, on the way to the
+ * exit, turn exit 0 into a death by that signal.
+ *
  * The rules are checked on `ShutdownRequests` directly, then end to end the
  * way a terminal does it: `deno task start` in a process group of its own and
- * `kill -INT -PGID`.
+ * `kill -INT -PGID`; and with copies of the signal sent until the process is
+ * gone.
  */
 import assert from "node:assert/strict";
 import { SAME_REQUEST_WINDOW_MS, ShutdownRequests } from "../signals.ts";
-import { delay } from "./support/deadline.ts";
+import { delay, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { ServerProcess } from "./support/server_process.ts";
 import { waitForMetric } from "./support/admin_client.ts";
@@ -44,6 +48,16 @@ Deno.test("signals: repeats cannot stretch the window; it counts from the first"
   }
   assert.equal(requests.classify("SIGTERM", 150), "immediate");
   assert.equal(requests.classify("SIGTERM", 151), "immediate");
+});
+
+Deno.test("signals: once the drain has finished, every signal is nothing to do", () => {
+  const requests = new ShutdownRequests({ windowMs: 100 });
+  assert.equal(requests.classify("SIGTERM", 0), "graceful");
+  requests.finish();
+  // Within the window, later, and the other signal alike.
+  assert.equal(requests.classify("SIGTERM", 1), "after");
+  assert.equal(requests.classify("SIGTERM", 500), "after");
+  assert.equal(requests.classify("SIGINT", 501), "after");
 });
 
 Deno.test("signals: the default window is short next to a second key press", () => {
@@ -182,5 +196,73 @@ Deno.test("signals: SIGTERM the moment the server says it is listening is a grac
     const status = await server.waitForExit(10000);
     assert.equal(status.code, 0, `round ${round}: ${server.stderr}`);
     assert.match(server.stderr, /SIGTERM received: draining/);
+  }
+});
+
+// --- copies of the stop signal until the very end -------------------------
+
+/** Shell processes that each signal the server as fast as they can. */
+const FLOODERS = 3;
+
+/**
+ * `kill -s SIGNAL PID` over and over from {@linkcode FLOODERS} shells at
+ * once, from the first delivery until the process is gone (or `rounds`
+ * deliveries each): a copy of the stop signal at every moment of the
+ * shutdown, the last moments before the exit included. Resolves with the
+ * number of deliveries.
+ */
+async function signalUntilGone(
+  pid: number,
+  signal: Deno.Signal,
+  rounds: number,
+): Promise<number> {
+  const flood =
+    'i=0; while [ "$i" -lt "$2" ] && kill -s "$1" "$0" 2>/dev/null; do i=$((i+1)); done; echo "$i"';
+  const { stdout } = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      `${`(${flood}) & `.repeat(FLOODERS)}wait`,
+      String(pid),
+      signal.replace(/^SIG/, ""),
+      String(rounds),
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const counts = new TextDecoder().decode(stdout).trim().split("\n");
+  return counts.reduce((sum, count) => sum + Number(count), 0);
+}
+
+/**
+ * Each run is one chance for a copy to land in the last moments before the
+ * exit (about one in two with the signals at that density): enough runs
+ * that a server without a listener there cannot pass by luck.
+ */
+const FLOOD_RUNS = 10;
+
+Deno.test("signals: copies of the stop signal up to the exit, after the drain finished, change nothing: exit 0", async () => {
+  for (let run = 0; run < FLOOD_RUNS; run++) {
+    const signal = run % 2 === 0 ? "SIGTERM" : "SIGINT";
+    await using server = await ServerProcess.start(["--port", "0"]);
+    // The first signal drains; the copies are sent once the drain has
+    // finished, so that they land between the summary and the exit (where
+    // a server without a listener any more was killed by them), whatever
+    // the load on the machine makes the drain take.
+    server.child.kill(signal);
+    await server.waitForStderr(/shutdown complete/, 10000);
+    const deliveries = await withTimeout(
+      signalUntilGone(server.child.pid, signal, 100_000),
+      20000,
+      `${signal} until the server is gone`,
+    );
+    const status = await server.waitForExit(10000);
+    const what = `run ${run}, ${signal} ${deliveries} times`;
+    assert.equal(
+      status.code,
+      0,
+      `${what}: exit ${status.code} (${status.signal}):\n${server.stderr}`,
+    );
+    assert.doesNotMatch(server.stderr, /closing everything now/, what);
   }
 });

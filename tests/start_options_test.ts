@@ -10,7 +10,11 @@ function freePort(): number {
   return (listener.addr as Deno.NetAddr).port;
 }
 
-const BAD_OPTIONS: [string, Record<string, unknown>, RegExp][] = [
+const BAD_OPTIONS: [
+  string,
+  Record<string, unknown>,
+  RegExp | { name: string; message: RegExp },
+][] = [
   ["maxConnections 0", { maxConnections: 0 }, /maxConnections/],
   ["maxConnections 1.5", { maxConnections: 1.5 }, /maxConnections/],
   ["maxLineBytes 0", { maxLineBytes: 0 }, /maxLineBytes/],
@@ -18,6 +22,11 @@ const BAD_OPTIONS: [string, Record<string, unknown>, RegExp][] = [
   ["idleTimeoutMs -1", { idleTimeoutMs: -1 }, /idleTimeoutMs/],
   ["lineTimeoutMs NaN", { lineTimeoutMs: Number.NaN }, /lineTimeoutMs/],
   ["shutdownTimeoutMs 2^31", { shutdownTimeoutMs: 2 ** 31 }, /shutdown/],
+  // Not "never" as 0 is for the other timeouts: a drain always ends.
+  ["shutdownTimeoutMs 0", { shutdownTimeoutMs: 0 }, {
+    name: "RangeError",
+    message: /shutdownTimeoutMs.*a drain always ends; 1 closes at once/,
+  }],
   ["port 65536", { port: 65536 }, /port/],
   ["TLS that is not PEM", {
     tls: { cert: "not a certificate", key: "not a key" },
