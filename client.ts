@@ -58,6 +58,8 @@ async function printLines(
       if (!(error instanceof LineClientError)) throw error;
       switch (error.code) {
         case "closed":
+          // What arrived of a line the server did not finish is printed too.
+          if (error.partial) await printLine(error.partial);
           return 0;
         case "frame-too-long":
           report(
@@ -76,13 +78,18 @@ async function printLines(
           return EXIT_FAILURE;
       }
     }
-    try {
-      await writeAll(utf8.encode(line + "\n"));
-    } catch (error) {
-      // Whoever read our output has gone (`| head`): nothing left to do.
-      if (error instanceof Deno.errors.BrokenPipe) return 0;
-      throw error;
-    }
+    if (!await printLine(line)) return 0;
+  }
+}
+
+/** Prints `line`; false when whoever read our output has gone (`| head`). */
+async function printLine(line: string): Promise<boolean> {
+  try {
+    await writeAll(utf8.encode(line + "\n"));
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.BrokenPipe) return false;
+    throw error;
   }
 }
 

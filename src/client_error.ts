@@ -51,6 +51,11 @@ export type LineClientErrorCode =
 export class LineClientError extends Error {
   /** What happened. */
   readonly code: LineClientErrorCode;
+  /**
+   * With `closed`: the text of the last line when the server ended its
+   * stream in the middle of it (a line is delivered only once it is whole).
+   */
+  partial?: string;
 
   /** An error with its code, a message, and optionally the error behind it. */
   constructor(

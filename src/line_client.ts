@@ -102,7 +102,9 @@ function checkDuration(name: string, value: number): number {
  *
  * Errors are {@linkcode LineClientError}s whose `code` says what happened.
  * The end of the server's stream ends an iteration; a read still waiting
- * then fails with `closed`. A frame longer than `maxFrameBytes` fails its
+ * then fails with `closed` (when the stream ended in the middle of a line,
+ * the error's `partial` holds what arrived of it: a line is only delivered
+ * whole). A frame longer than `maxFrameBytes` fails its
  * read with `frame-too-long` (the frame is dropped as it arrives, never
  * collected) and the connection stays usable. Invalid UTF-8 becomes U+FFFD.
  *
@@ -154,6 +156,10 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   #head = 0;
   /** Why reading can go no further (once the frames already decoded are read). */
   #ending: LineClientError | undefined;
+  /** The server ended its stream (seen once every byte before it was read). */
+  #eof = false;
+  /** It ended in the middle of a frame: an iteration fails instead of ending. */
+  #endedMidFrame = false;
   /** Set when even decoded frames are no longer handed out (closed here, timed out). */
   #dropInput = false;
   #flowing = false;
@@ -256,6 +262,11 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     return this.#decoder.bufferedBytes + this.#socket.readableLength;
   }
 
+  /** The local port of this connection (what a server or a proxy sees as the client's port). */
+  get localPort(): number {
+    return this.#socket.localPort ?? 0;
+  }
+
   /** Resolves once the connection is closed, whoever closed it. */
   get closed(): Promise<void> {
     return this.#closed.promise;
@@ -323,14 +334,19 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     return await this.#read(length, true, options.timeoutMs) as Uint8Array;
   }
 
-  /** Every line until the server ends its stream; other failures are thrown. */
+  /**
+   * Every line until the server ends its stream. Anything else, an end in
+   * the middle of a line included, is thrown.
+   */
   async *[Symbol.asyncIterator](): AsyncGenerator<string> {
     while (true) {
       let line: string;
       try {
         line = await this.readLine();
       } catch (error) {
-        if (error instanceof LineClientError && error.code === "closed") return;
+        const cleanEnd = error instanceof LineClientError &&
+          error.code === "closed" && !this.#endedMidFrame;
+        if (cleanEnd) return;
         throw error;
       }
       yield line;
@@ -425,6 +441,7 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
       this.#settle(reader, frame);
     }
     if (this.#head === this.#readers.length) return this.#setFlowing(false);
+    if (this.#eof) this.#ending ??= this.#endOfStream();
     if (this.#ending !== undefined) return this.#rejectWaiting(this.#ending);
     decoder.release();
     this.#setFlowing(true);
@@ -523,13 +540,35 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   }
 
   #onEnd() {
-    this.#decoder.end();
-    this.#ending ??= new LineClientError(
+    this.#eof = true;
+    this.#sendError ??= new LineClientError(
       "closed",
       `Connection closed by ${this.address}`,
     );
-    this.#sendError ??= this.#ending;
     this.#deliver();
+  }
+
+  /**
+   * The server's stream ended and every complete frame has been read. A
+   * frame it left unfinished is no line: it goes with the error, as
+   * `partial` when it is text.
+   */
+  #endOfStream(): LineClientError {
+    if (!this.#decoder.inFrame) {
+      return new LineClientError(
+        "closed",
+        `Connection closed by ${this.address}`,
+      );
+    }
+    this.#endedMidFrame = true;
+    this.#decoder.end();
+    const rest = this.#decoder.next();
+    const error = new LineClientError(
+      "closed",
+      `Connection closed by ${this.address} in the middle of a line`,
+    );
+    if (typeof rest === "string") error.partial = rest;
+    return error;
   }
 
   #onError(error: Error) {
@@ -541,11 +580,14 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   #onClose() {
     clearTimeout(this.#deadline);
     this.#deadline = undefined;
-    this.#ending ??= new LineClientError(
-      "closed",
-      `Connection closed by ${this.address}`,
-    );
-    this.#sendError ??= this.#ending;
+    if (!this.#eof) {
+      this.#ending ??= new LineClientError(
+        "closed",
+        `Connection closed by ${this.address}`,
+      );
+    }
+    this.#sendError ??= this.#ending ??
+      new LineClientError("closed", `Connection closed by ${this.address}`);
     this.#failSenders(this.#sendError);
     this.#deliver();
     this.#closed.resolve();

@@ -88,11 +88,11 @@ Deno.test("client.ts: at the end of stdin it half-closes and prints until the se
 
 Deno.test("client.ts: a server that closes first: what arrived is printed, exit 0 without waiting for stdin", async () => {
   await withScriptedServer((socket) => {
-    socket.end("first\r\nsecond\r\n");
+    socket.end("first\r\nsecond\r\nunfinished");
   }, async ({ port }) => {
     await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
     const status = await client.waitForExit();
-    assert.equal(client.stdout, "first\nsecond\n");
+    assert.equal(client.stdout, "first\nsecond\nunfinished\n");
     assert.equal(client.stderr, "");
     assert.equal(status.code, 0);
   });

@@ -72,6 +72,34 @@ Deno.test("client: the end of the stream ends an iteration; a later read fails w
   await rejectsWith(client.send("late"), "aborted");
 });
 
+Deno.test("client: a line the server did not finish is no line: the error carries it, and an iteration fails", async () => {
+  await withScriptedServer((socket) => {
+    socket.end("whole\r\nhal");
+  }, async ({ port }) => {
+    await using client = await LineClient.connect({ port });
+    assert.equal(await client.readLine(), "whole");
+    const error = await rejectsWith(
+      client.readLine(),
+      "closed",
+      /in the middle of a line$/,
+    );
+    assert.equal(error.partial, "hal");
+    await rejectsWith(client.readLine(), "closed");
+  });
+  await withScriptedServer((socket) => {
+    socket.end("a\r\nb\r\nc");
+  }, async ({ port }) => {
+    await using client = await LineClient.connect({ port });
+    const lines: string[] = [];
+    const iterating = (async () => {
+      for await (const line of client) lines.push(line);
+    })();
+    const error = await rejectsWith(iterating, "closed");
+    assert.equal(error.partial, "c");
+    assert.deepEqual(lines, ["a", "b"]);
+  });
+});
+
 Deno.test("client: a refused connect names the address and the reason", async () => {
   const port = await closedPort();
   const error = await rejectsWith(
