@@ -13,7 +13,6 @@
  * @module
  */
 import type net from "node:net";
-import { setImmediate } from "node:timers";
 import {
   type Frame,
   FrameDecoder,
@@ -23,78 +22,18 @@ import {
 } from "./framing.ts";
 import { formatAddr } from "./transport.ts";
 import { connectionError, LineClientError } from "./client_error.ts";
+import { connectSocket } from "./client_connect.ts";
+import { ClientOutput } from "./client_output.ts";
+import { ReadDeadline } from "./read_deadline.ts";
+import { type Reader, ReadQueue } from "./read_queue.ts";
 import {
-  type ClientTlsOptions,
-  connectSocket,
-  type RetryOptions,
-} from "./client_connect.ts";
+  checkDuration,
+  type LineClientOptions,
+  type ReadOptions,
+  settleClientOptions,
+} from "./client_options.ts";
 
-/** Options of {@linkcode LineClient.connect}. */
-export interface LineClientOptions extends FramingOptions {
-  /** The server's host name or address. Default `127.0.0.1`. */
-  readonly hostname?: string;
-  /** The server's port. */
-  readonly port: number;
-  /** Speak TLS, with these settings (`{}`: trust the system's authorities). */
-  readonly tls?: ClientTlsOptions;
-  /** Connecting (TCP and the TLS handshake) fails after this long. Default 10000. */
-  readonly connectTimeoutMs?: number;
-  /**
-   * The read deadline: while a read waits, the server may stay silent this
-   * long at most (counted from the latest of the last bytes received, the
-   * last bytes sent and the start of the wait). Past it every waiting read
-   * fails with code `timeout` and the connection is closed: a server that
-   * stopped without closing is noticed. 0 (the default) waits forever.
-   */
-  readonly readTimeoutMs?: number;
-  /** TCP keep-alive: probe a connection idle this long; 0 turns it off. Default 30000. */
-  readonly keepAliveMs?: number;
-  /**
-   * Read one line as soon as the connection is open (a server that speaks
-   * first, like the calculator) and keep it as {@linkcode LineClient.greeting}.
-   */
-  readonly greeting?: boolean;
-  /** Retry a failed connect with backoff and jitter. Default: one attempt. */
-  readonly retry?: RetryOptions;
-}
-
-/** Options of one read. */
-export interface ReadOptions {
-  /**
-   * Give up after this long, with code `timeout`; the connection stays
-   * usable. A timed-out `readLine` gives up its place (the next line goes
-   * to the next reader); a timed-out `request` or `readBytes` keeps its
-   * place and its frame is dropped when it arrives, so later replies still
-   * reach the requests they answer.
-   */
-  readonly timeoutMs?: number;
-}
-
-/** A read waiting in the queue. */
-interface Reader {
-  resolve(frame: string | Uint8Array): void;
-  reject(error: LineClientError): void;
-  /** The length of the raw frame asked for, or -1 for a line. */
-  readonly bytes: number;
-  /** The decoder was told to read `bytes` raw for this reader. */
-  armed: boolean;
-  /** Keeps its place after giving up (its frame is someone's reply). */
-  readonly keepsPlace: boolean;
-  gaveUp: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
-}
-
-const utf8 = new TextEncoder();
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-function checkDuration(name: string, value: number): number {
-  if (!(value >= 0 && value <= MAX_TIMER_MS)) {
-    throw new RangeError(
-      `Cannot use ${name}: expected milliseconds from 0 to ${MAX_TIMER_MS}, received ${value}`,
-    );
-  }
-  return value;
-}
+export type { LineClientOptions, ReadOptions };
 
 /**
  * A connection to a line server: send lines, read lines (one at a time or
@@ -151,9 +90,8 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   readonly #options: LineClientOptions;
   readonly #decoder: FrameDecoder;
   readonly #encoder: FrameEncoder | Error;
-  /** Waiting reads, from `#head` on. */
-  #readers: Reader[] = [];
-  #head = 0;
+  /** The one queue of waiting reads, served in order from the decoder. */
+  readonly #readers = new ReadQueue();
   /** Why reading can go no further (once the frames already decoded are read). */
   #ending: LineClientError | undefined;
   /** The server ended its stream (seen once every byte before it was read). */
@@ -163,16 +101,8 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   /** Set when even decoded frames are no longer handed out (closed here, timed out). */
   #dropInput = false;
   #flowing = false;
-  #readTimeoutMs: number;
-  #deadline: ReturnType<typeof setTimeout> | undefined;
-  /** The latest of the last bytes received, sent, and the start of the current wait. */
-  #quietSince = Date.now();
-  /** Output of this turn, written together at its end. */
-  #outParts: (string | Uint8Array)[] = [];
-  #batch: PromiseWithResolvers<void> | undefined;
-  #drainWaiters: PromiseWithResolvers<void>[] = [];
-  /** Why sending is no longer possible. */
-  #sendError: LineClientError | undefined;
+  readonly #deadline: ReadDeadline;
+  readonly #output: ClientOutput;
   readonly #closed = Promise.withResolvers<void>();
 
   private constructor(socket: net.Socket, options: LineClientOptions) {
@@ -185,13 +115,25 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     this.#decoder = new FrameDecoder(options);
     this.maxFrameBytes = this.#decoder.maxFrameBytes;
     this.#encoder = makeEncoder(options);
-    this.#readTimeoutMs = options.readTimeoutMs ?? 0;
+    this.#deadline = new ReadDeadline(options.readTimeoutMs ?? 0, {
+      waiting: () => this.#readers.length > 0 && this.#ending === undefined,
+      expired: (ms) =>
+        this.#stop(
+          new LineClientError(
+            "timeout",
+            `No reply from ${this.address} in ${ms / 1000} s`,
+          ),
+        ),
+    });
     socket.on("data", (chunk: Uint8Array) => this.#onData(chunk));
     socket.on("end", () => this.#onEnd());
     socket.on("error", (error: Error) => this.#onError(error));
     socket.on("close", () => this.#onClose());
-    socket.on("drain", () => this.#onDrain());
     socket.pause();
+    this.#output = new ClientOutput(socket, {
+      waitingReads: () => this.#readers.length,
+      onWrite: () => this.#deadline.touch(),
+    });
   }
 
   /**
@@ -201,30 +143,19 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
    * `RangeError` for a bad option.
    */
   static async connect(options: LineClientOptions): Promise<LineClient> {
-    const port = options.port;
-    if (!Number.isSafeInteger(port) || port < 1 || port > 65535) {
-      throw new RangeError(
-        `Cannot connect to port ${port}: expected 1 to 65535`,
-      );
-    }
-    const connectTimeoutMs = checkDuration(
-      "connectTimeoutMs",
-      options.connectTimeoutMs ?? 10_000,
-    );
-    checkDuration("readTimeoutMs", options.readTimeoutMs ?? 0);
-    new FrameDecoder(options); // checks the framing before connecting
+    const settings = settleClientOptions(options);
     const socket = await connectSocket({
-      hostname: options.hostname ?? "127.0.0.1",
-      port,
+      hostname: settings.hostname,
+      port: settings.port,
       tls: options.tls,
-      connectTimeoutMs,
-      keepAliveMs: checkDuration("keepAliveMs", options.keepAliveMs ?? 30_000),
+      connectTimeoutMs: settings.connectTimeoutMs,
+      keepAliveMs: settings.keepAliveMs,
     }, options.retry);
     const client = new LineClient(socket, options);
     if (options.greeting) {
       try {
         client.greeting = await client.readLine({
-          timeoutMs: connectTimeoutMs,
+          timeoutMs: settings.connectTimeoutMs,
         });
       } catch (error) {
         await client.close();
@@ -242,14 +173,11 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
 
   /** The read deadline (see {@linkcode LineClientOptions.readTimeoutMs}); may be changed at any time. */
   get readTimeoutMs(): number {
-    return this.#readTimeoutMs;
+    return this.#deadline.ms;
   }
 
   set readTimeoutMs(ms: number) {
-    this.#readTimeoutMs = checkDuration("readTimeoutMs", ms);
-    clearTimeout(this.#deadline);
-    this.#deadline = undefined;
-    this.#armDeadline();
+    this.#deadline.ms = ms;
   }
 
   /**
@@ -287,12 +215,12 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#write(text);
+    return this.#output.write(text);
   }
 
   /** Sends raw bytes (a counted block), after the lines sent before them. */
   sendBytes(bytes: Uint8Array): Promise<void> {
-    return this.#write(bytes.slice());
+    return this.#output.write(bytes.slice());
   }
 
   /**
@@ -303,10 +231,10 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
    */
   async request(line: string, options: ReadOptions = {}): Promise<string> {
     const text = this.#lineEncoder().line(line);
-    if (this.#sendError !== undefined) throw this.#sendError;
+    if (this.#output.error !== undefined) throw this.#output.error;
     const reply = this.#read(-1, true, options.timeoutMs);
     // A write that fails breaks the connection, which fails the reply too.
-    this.#write(text).catch(() => {});
+    this.#output.write(text).catch(() => {});
     return await reply as string;
   }
 
@@ -358,17 +286,12 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
    * sent so far, and may go on answering. Sending is no longer possible.
    */
   closeWrite(): Promise<void> {
-    if (this.#sendError !== undefined) return Promise.resolve();
-    this.#flush();
-    this.#sendError = new LineClientError(
-      "aborted",
-      `Cannot send to ${this.address}: this side has ended its stream`,
+    return this.#output.end(
+      new LineClientError(
+        "aborted",
+        `Cannot send to ${this.address}: this side has ended its stream`,
+      ),
     );
-    return new Promise((resolve) => {
-      this.#socket.once("finish", resolve);
-      this.#socket.once("close", resolve);
-      this.#socket.end();
-    });
   }
 
   /** Closes at once; waiting reads fail with `aborted`. Resolves when closed. */
@@ -407,7 +330,7 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
       gaveUp: false,
       timer: undefined,
     };
-    if (this.#head === this.#readers.length) this.#quietSince = Date.now();
+    if (this.#readers.length === 0) this.#deadline.touch();
     this.#readers.push(reader);
     if (timeoutMs > 0) {
       reader.timer = setTimeout(
@@ -425,38 +348,22 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
    */
   #deliver(): void {
     const decoder = this.#decoder;
-    while (this.#head < this.#readers.length) {
-      const reader = this.#readers[this.#head];
-      if (reader.gaveUp && !reader.keepsPlace) {
-        this.#shift();
-        continue;
-      }
+    for (let reader; (reader = this.#readers.first()) !== undefined;) {
       if (reader.bytes >= 0 && !reader.armed) {
         decoder.readBytes(reader.bytes);
         reader.armed = true;
       }
       const frame = decoder.next();
       if (frame === undefined) break;
-      this.#shift();
+      this.#readers.shift();
       this.#settle(reader, frame);
     }
-    if (this.#head === this.#readers.length) return this.#setFlowing(false);
+    if (this.#readers.length === 0) return this.#setFlowing(false);
     if (this.#eof) this.#ending ??= this.#endOfStream();
     if (this.#ending !== undefined) return this.#rejectWaiting(this.#ending);
     decoder.release();
     this.#setFlowing(true);
-    this.#armDeadline();
-  }
-
-  #shift() {
-    this.#head++;
-    if (this.#head === this.#readers.length) {
-      this.#readers = [];
-      this.#head = 0;
-    } else if (this.#head >= 1024 && this.#head * 2 >= this.#readers.length) {
-      this.#readers = this.#readers.slice(this.#head);
-      this.#head = 0;
-    }
+    this.#deadline.arm();
   }
 
   #settle(reader: Reader, frame: Frame) {
@@ -489,13 +396,7 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   }
 
   #rejectWaiting(error: LineClientError) {
-    const waiting = this.#readers.slice(this.#head);
-    this.#readers = [];
-    this.#head = 0;
-    for (const reader of waiting) {
-      clearTimeout(reader.timer);
-      if (!reader.gaveUp) reader.reject(error);
-    }
+    this.#readers.rejectAll(error);
     this.#setFlowing(false);
   }
 
@@ -506,42 +407,18 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     else this.#socket.pause();
   }
 
-  /** One timer for the read deadline, moved on lazily (not at every read). */
-  #armDeadline() {
-    if (this.#readTimeoutMs === 0 || this.#deadline !== undefined) return;
-    if (this.#head === this.#readers.length || this.#ending !== undefined) {
-      return;
-    }
-    const left = this.#quietSince + this.#readTimeoutMs - Date.now();
-    this.#deadline = setTimeout(() => {
-      this.#deadline = undefined;
-      if (this.#head === this.#readers.length || this.#readTimeoutMs === 0) {
-        return;
-      }
-      if (Date.now() - this.#quietSince >= this.#readTimeoutMs) {
-        this.#stop(
-          new LineClientError(
-            "timeout",
-            `No reply from ${this.address} in ${this.#readTimeoutMs / 1000} s`,
-          ),
-        );
-      } else {
-        this.#armDeadline();
-      }
-    }, Math.max(0, left));
-  }
-
   #onData(chunk: Uint8Array) {
     if (this.#dropInput) return;
     this.bytesReceived += chunk.length;
-    this.#quietSince = Date.now();
+    this.#deadline.touch();
     this.#decoder.push(chunk);
     this.#deliver();
   }
 
   #onEnd() {
     this.#eof = true;
-    this.#sendError ??= new LineClientError(
+    // The socket ends its own side too, once the server has ended.
+    this.#output.error ??= new LineClientError(
       "closed",
       `Connection closed by ${this.address}`,
     );
@@ -573,22 +450,18 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
 
   #onError(error: Error) {
     this.#ending ??= connectionError(error, this.address);
-    this.#sendError ??= this.#ending;
+    this.#output.fail(this.#ending);
     this.#deliver();
   }
 
   #onClose() {
-    clearTimeout(this.#deadline);
-    this.#deadline = undefined;
-    if (!this.#eof) {
-      this.#ending ??= new LineClientError(
-        "closed",
-        `Connection closed by ${this.address}`,
-      );
-    }
-    this.#sendError ??= this.#ending ??
-      new LineClientError("closed", `Connection closed by ${this.address}`);
-    this.#failSenders(this.#sendError);
+    this.#deadline.stop();
+    const closed = new LineClientError(
+      "closed",
+      `Connection closed by ${this.address}`,
+    );
+    if (!this.#eof) this.#ending ??= closed;
+    this.#output.fail(this.#ending ?? closed);
     this.#deliver();
     this.#closed.resolve();
   }
@@ -598,58 +471,10 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     if (this.#dropInput) return;
     this.#dropInput = true;
     this.#ending = error;
-    this.#sendError ??= error;
-    clearTimeout(this.#deadline);
-    this.#deadline = undefined;
+    this.#deadline.stop();
     this.#rejectWaiting(error);
-    this.#failSenders(error);
+    this.#output.fail(error);
     this.#socket.destroy();
-  }
-
-  // ---- writing ----
-
-  #write(data: string | Uint8Array): Promise<void> {
-    if (this.#sendError !== undefined) return Promise.reject(this.#sendError);
-    this.#outParts.push(data);
-    if (this.#batch === undefined) {
-      this.#batch = Promise.withResolvers<void>();
-      // Alone, a request leaves at the end of this task. With others in
-      // flight, their replies are arriving and each one's caller may send
-      // the next request: waiting for the end of the event-loop turn lets
-      // all of those go out in one write (one system call, not one each).
-      if (this.#readers.length - this.#head > 1) {
-        setImmediate(this.#flushLater);
-      } else {
-        queueMicrotask(this.#flushLater);
-      }
-    }
-    return this.#batch.promise;
-  }
-
-  readonly #flushLater = () => this.#flush();
-
-  #flush() {
-    const batch = this.#batch;
-    if (batch === undefined) return;
-    this.#batch = undefined;
-    const parts = this.#outParts;
-    this.#outParts = [];
-    if (this.#sendError !== undefined) return batch.reject(this.#sendError);
-    this.#quietSince = Date.now();
-    if (this.#socket.write(joinParts(parts))) batch.resolve();
-    else this.#drainWaiters.push(batch);
-  }
-
-  #onDrain() {
-    for (const waiter of this.#drainWaiters.splice(0)) waiter.resolve();
-  }
-
-  #failSenders(error: LineClientError) {
-    const waiting = this.#drainWaiters.splice(0);
-    if (this.#batch !== undefined) waiting.push(this.#batch);
-    this.#batch = undefined;
-    this.#outParts = [];
-    for (const waiter of waiting) waiter.reject(error);
   }
 }
 
@@ -662,21 +487,4 @@ function makeEncoder(options: FramingOptions): FrameEncoder | Error {
   } catch (error) {
     return error as Error;
   }
-}
-
-/** One write's bytes: one encoding call when the turn sent only lines. */
-function joinParts(parts: (string | Uint8Array)[]): Uint8Array {
-  if (parts.every((part) => typeof part === "string")) {
-    return utf8.encode(parts.join(""));
-  }
-  const chunks = parts.map((part) =>
-    typeof part === "string" ? utf8.encode(part) : part
-  );
-  const joined = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    joined.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return joined;
 }
