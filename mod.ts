@@ -51,7 +51,13 @@ export {
   type Reply,
   type ReplyContext,
 } from "./protocol.ts";
-export { chatProtocol } from "./src/chat.ts";
+export { createChatProtocol } from "./src/chat.ts";
+export {
+  ChatReplies,
+  type ChatRoom,
+  ChatUnavailableError,
+  LocalChatRoom,
+} from "./src/chat_room.ts";
 export {
   type FoldingSink,
   foldingSink,

@@ -6,7 +6,7 @@
  */
 import type { LineProtocol, LineSession } from "./src/session.ts";
 import { calculatorProtocol } from "./src/calculator.ts";
-import { chatProtocol } from "./src/chat.ts";
+import { createChatProtocol } from "./src/chat.ts";
 
 export type {
   CloseReason,
@@ -63,9 +63,22 @@ export const echoProtocol: LineProtocol = {
   createSession: () => new EchoSession(),
 };
 
-/** The built-in protocols by their `--protocol` name. */
-export const builtinProtocols: Readonly<Record<string, LineProtocol>> = {
-  calc: calculatorProtocol,
-  echo: echoProtocol,
-  chat: chatProtocol,
+/**
+ * The built-in protocols by their `--protocol` name, each as a function that
+ * makes the protocol for one server. Call it once per server: `calc` and
+ * `echo` keep nothing between connections and are the same value every
+ * time, but `chat` holds its room, so every call makes a room of its own.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { builtinProtocols } from "./protocol.ts";
+ * assert.equal(builtinProtocols.echo().name, "echo");
+ * assert.notEqual(builtinProtocols.chat(), builtinProtocols.chat());
+ * ```
+ */
+export const builtinProtocols: Readonly<Record<string, () => LineProtocol>> = {
+  calc: () => calculatorProtocol,
+  echo: () => echoProtocol,
+  chat: createChatProtocol,
 };

@@ -6,10 +6,11 @@
  * Parses the command line, sets up logging, starts the server (or a pool of
  * workers sharing the port), the optional admin endpoint, wires the shutdown
  * signals and reports how it ended. Exit codes: 0 after a graceful shutdown;
- * 1 when it could not start (a port in use, `--port` or `--admin-port`, or
- * an address that is not this machine's) or was stopped by a second signal;
- * 2 for bad options, a protocol not built in, unusable TLS files, or a
- * missing permission (`--allow-net`, and `--allow-read` for `--workers`).
+ * 1 when it could not start (a port in use, `--port` or `--admin-port`, an
+ * address that is not this machine's, or the Redis of `--chat-redis` out of
+ * reach) or was stopped by a second signal; 2 for bad options, a protocol not
+ * built in, unusable TLS files, or a missing permission (`--allow-net`, and
+ * `--allow-read` for `--workers`).
  *
  * @module
  */
@@ -32,10 +33,16 @@ import {
 import { formatAddr } from "./src/transport.ts";
 import {
   builtinProtocols,
-  type LineProtocol,
+  type LineServer,
   type ShutdownSummary,
   startServer,
 } from "./mod.ts";
+import {
+  ChatRoomUnreachableError,
+  openProtocol,
+  redisWhere,
+  type ServedProtocol,
+} from "./src/served_protocol.ts";
 import {
   WorkerPool,
   type WorkerServerOptions,
@@ -147,8 +154,8 @@ async function startService(
   options: CliOptions,
   workers: number,
 ): Promise<Service> {
-  const protocol: LineProtocol | undefined = builtinProtocols[options.protocol];
-  if (protocol === undefined) {
+  const makeProtocol = builtinProtocols[options.protocol];
+  if (makeProtocol === undefined) {
     throw new StartError(
       `Invalid value for --protocol: ${options.protocol} is not built into this version; run with --help for usage`,
       EXIT_USAGE,
@@ -159,19 +166,40 @@ async function startService(
     ...serverOptionsOf(options),
     tls,
   };
+  const chat = options.chat;
   if (workers === 1) {
+    let served: ServedProtocol;
     try {
-      const server = await startServer({ ...serverOptions, protocol });
-      return Object.assign(server, {
-        metricsText: () => server.metrics.render(),
+      served = await openProtocol(makeProtocol, chat);
+    } catch (error) {
+      if (!(error instanceof ChatRoomUnreachableError)) throw error;
+      throw new StartError(error.message, EXIT_FAILURE);
+    }
+    let server: LineServer;
+    try {
+      server = await startServer({
+        ...serverOptions,
+        protocol: served.protocol,
       });
     } catch (error) {
+      await served.close();
       throw listenError(
         options,
         error,
         error instanceof Deno.errors.AddrInUse,
       );
     }
+    return {
+      addr: server.addr,
+      get draining() {
+        return server.draining;
+      },
+      // The shared room is left once every member has been said goodbye to.
+      finished: server.finished.finally(() => served.close()),
+      shutdown: () => server.shutdown(),
+      abort: () => server.abort(),
+      metricsText: () => server.metrics.render(),
+    };
   }
   if (tls !== undefined) {
     throw new StartError(
@@ -179,11 +207,11 @@ async function startService(
       EXIT_USAGE,
     );
   }
-  if (options.protocol === "chat") {
+  if (options.protocol === "chat" && chat === undefined) {
     // Each worker would hold a room of its own: members would not hear
     // each other, and guest numbers would repeat.
     throw new StartError(
-      "Option --workers cannot be combined with --protocol chat (a chat room lives in one worker); run with --help for usage",
+      "Option --workers cannot be combined with --protocol chat without --chat-redis (a chat room lives in one worker); run with --help for usage",
       EXIT_USAGE,
     );
   }
@@ -202,6 +230,7 @@ async function startService(
       count: workers,
       protocol: options.protocol,
       server: serverOptions,
+      chat,
       logLevel: options.logLevel,
       logFormat: options.logFormat,
     });
@@ -216,6 +245,9 @@ async function startService(
       metricsText: async () => (await pool.metrics()).render(),
     };
   } catch (error) {
+    if (error instanceof WorkerStartError && error.chatUnreachable) {
+      throw new StartError(error.message, EXIT_FAILURE);
+    }
     const addrInUse = error instanceof WorkerStartError && error.addrInUse;
     throw listenError(options, error, addrInUse);
   }
@@ -260,6 +292,10 @@ function announceListening(
     shutdownTimeoutSeconds: options.shutdownTimeoutMs / 1000,
     proxyProtocol: options.proxyProtocol,
     tls: options.tlsCert !== undefined,
+    ...(options.chat === undefined ? {} : {
+      chatRoom: options.chat.room,
+      chatRedis: redisWhere(options.chat.url),
+    }),
   };
   const parts = [
     `protocol ${limits.protocol}`,
@@ -274,6 +310,9 @@ function announceListening(
     `shutdown timeout ${limits.shutdownTimeoutSeconds} s`,
     ...(limits.proxyProtocol ? ["PROXY protocol"] : []),
     ...(limits.tls ? ["TLS"] : []),
+    ...(limits.chatRedis === undefined
+      ? []
+      : [`chat room ${limits.chatRoom} on ${limits.chatRedis}`]),
   ];
   announceLogger.info(`listening on ${address} (${parts.join(", ")})`, {
     address,

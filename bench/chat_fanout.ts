@@ -1,47 +1,73 @@
 /**
- * Chat fan-out: how many chat lines per second one server delivers when a
- * few members talk to a room of many.
+ * Chat fan-out: how many chat lines per second the room delivers when a few
+ * members talk to many, and how long a line takes to arrive; for the room
+ * of one process and for one room over two instances on Redis, in the same
+ * run.
  *
- * The server runs in a child process (this same file, with `--serve`), so
- * that the clients' work is not counted against it. 100 members join; a few
- * of them (the senders) pipeline messages in batches; every member counts
- * the lines it receives. The senders hold back whenever any member is more
- * than a window of lines behind, so that no member is ever close to the
- * server's 1 MiB slow-consumer bound: what is measured is delivery, not
- * disconnection. Loopback only, bounded in time and in count. Prints one
- * line of JSON.
+ * Each server runs in a child process (this same file, with `--serve`), so
+ * that the clients' work is not counted against it; with Redis, a
+ * `redis-server` without persistence on a free port. Members join one at a
+ * time, spread over the instances; a few of them (the senders, spread too)
+ * send messages; every member counts the lines it receives, and a few
+ * (the probes) read each message's send time to measure delivery latency.
+ *
+ * Two measurements per room: the most it delivers (senders pipeline in
+ * batches, holding back whenever any member is more than a window of lines
+ * behind, so that nobody nears the 1 MiB slow-consumer bound: delivery is
+ * measured, not disconnection), then latency at a fixed offered rate, 10%
+ * of what the room over Redis delivered. Loopback only, bounded in time and
+ * count. Prints one line of JSON per measurement.
  *
  * ```sh
- * deno run --allow-net=127.0.0.1 --allow-run --allow-read bench/chat_fanout.ts [--members=100] [--senders=4] [--seconds=3]
+ * deno run --allow-net=127.0.0.1 --allow-run --allow-read bench/chat_fanout.ts [--members=100] [--senders=4] [--seconds=3] [--rooms=local,redis] [--rate=MESSAGES_PER_S]
  * ```
  *
  * @module
  */
-import { chatProtocol, startServer } from "../mod.ts";
+import { createChatProtocol, startServer } from "../mod.ts";
+import { RedisChatRoom } from "../src/chat_redis.ts";
+import { clockTicks, coreBusy, cpuSnapshot } from "./machine.ts";
+import { Member, percentile, type Room, startRoom } from "./chat_rooms.ts";
 
-const HOST = "127.0.0.1";
-/** Messages per write of a sender (pipelined). */
+/** Messages per write of a sender at full speed (pipelined). */
 const BATCH = 50;
 /** Most lines any member may be behind before the senders wait (about 40 bytes each). */
 const WINDOW = 4000;
-/** The run stops after this many messages, whatever the time. */
+/** A run stops after this many messages, whatever the time. */
 const MAX_MESSAGES = 2_000_000;
 /** How long setup and the final drain may take before the run fails. */
-const SETUP_TIMEOUT_MS = 20_000;
-const LF = 10;
+const SETUP_TIMEOUT_MS = 30_000;
+/** Members that time every message they receive. */
+const PROBES = 8;
+/** The offered rate of the latency runs, as a share of the Redis room's most. */
+const LATENCY_LOAD = 0.1;
 
 interface Options {
+  /** Members per instance. */
   members: number;
   senders: number;
   seconds: number;
+  rooms: ("local" | "redis")[];
+  /** Offered messages/s of the latency runs; 0: 10% of the Redis room's most. */
+  rate: number;
 }
 
 function parseOptions(args: string[]): Options {
-  const options: Options = { members: 100, senders: 4, seconds: 3 };
+  const options: Options = {
+    members: 100,
+    senders: 4,
+    seconds: 3,
+    rooms: ["local", "redis"],
+    rate: 0,
+  };
   for (const arg of args) {
-    const match = /^--(members|senders|seconds)=(\d+(?:\.\d+)?)$/.exec(arg);
-    if (!match) throw new Error(`Cannot parse option: received ${arg}`);
-    options[match[1] as keyof Options] = Number(match[2]);
+    const number = /^--(members|senders|seconds|rate)=(\d+(?:\.\d+)?)$/.exec(
+      arg,
+    );
+    const rooms = /^--rooms=((?:local|redis)(?:,(?:local|redis))*)$/.exec(arg);
+    if (number) options[number[1] as "members"] = Number(number[2]);
+    else if (rooms) options.rooms = rooms[1].split(",") as Options["rooms"];
+    else throw new Error(`Cannot parse option: received ${arg}`);
   }
   if (!(options.senders >= 1 && options.senders < options.members)) {
     throw new Error("Cannot run: expected 1 <= senders < members");
@@ -53,53 +79,21 @@ function parseOptions(args: string[]): Options {
 }
 
 /** The child: a chat server on a free port; prints the port, stops when stdin closes. */
-async function serve(): Promise<void> {
+async function serve(redisUrl?: string): Promise<void> {
+  const room = redisUrl === undefined
+    ? undefined
+    : await RedisChatRoom.connect({ url: redisUrl, room: "bench" });
   const server = await startServer({
-    hostname: HOST,
+    hostname: "127.0.0.1",
     port: 0,
-    protocol: chatProtocol,
+    protocol: createChatProtocol({ room }),
   });
   console.log(`port ${server.addr.port}`);
   for await (const _ of Deno.stdin.readable) {
     // Nothing is expected; the parent closes stdin to stop us.
   }
   await server.shutdown();
-}
-
-/** One member: counts the lines it receives, writes what it is told to. */
-class Member {
-  readonly conn: Deno.TcpConn;
-  /** Lines received since it connected (its welcome included). */
-  received = 0;
-  /** Messages it has sent (senders only). */
-  sent = 0;
-  ended = false;
-  readonly reading: Promise<void>;
-
-  constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-    this.reading = this.#read();
-  }
-
-  async #read() {
-    const buffer = new Uint8Array(256 * 1024);
-    try {
-      while (true) {
-        const n = await this.conn.read(buffer);
-        if (n === null) break;
-        for (let i = 0; i < n; i++) if (buffer[i] === LF) this.received++;
-      }
-    } catch {
-      // A reset: counted as ended below.
-    }
-    this.ended = true;
-  }
-
-  async write(bytes: Uint8Array) {
-    while (bytes.length > 0) {
-      bytes = bytes.subarray(await this.conn.write(bytes));
-    }
-  }
+  await room?.close();
 }
 
 /** Polls `condition` every millisecond; fails after `timeoutMs`. */
@@ -115,120 +109,175 @@ async function until(
   }
 }
 
-async function measure(options: Options) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", `--allow-net=${HOST}`, import.meta.filename!, "--serve"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const members: Member[] = [];
-  try {
-    const port = await readPort(child.stdout);
-    for (let i = 0; i < options.members; i++) {
-      members.push(new Member(await Deno.connect({ hostname: HOST, port })));
-    }
-    // Member i gets its welcome and the joins of everyone after it.
-    const expectedAtStart = (i: number) => options.members - i;
-    await until(
-      "every member to hear every join",
-      () => members.every((m, i) => m.received === expectedAtStart(i)),
-      SETUP_TIMEOUT_MS,
-    );
-    const base = members.map((m) => m.received);
-    const senders = members.slice(0, options.senders);
-    let messages = 0;
-    /** Lines member i is owed but has not received yet. */
-    const behind = (i: number) =>
-      messages - members[i].sent - (members[i].received - base[i]);
-    const mostBehind = () => {
-      let most = 0;
-      for (let i = 0; i < members.length; i++) {
-        most = Math.max(most, behind(i));
-      }
-      return most;
-    };
-
-    const started = performance.now();
-    const stopAt = started + options.seconds * 1000;
-    const delivered = () =>
-      members.reduce((sum, m, i) => sum + m.received - base[i], 0);
-    let stopped = false;
-    const sending = senders.map(async (sender, s) => {
-      let next = 0;
-      while (!stopped && messages < MAX_MESSAGES) {
-        if (mostBehind() + BATCH * options.senders > WINDOW) {
-          await new Promise((resolve) => setTimeout(resolve, 0));
-          continue;
-        }
-        let text = "";
-        for (let k = 0; k < BATCH; k++) text += `s${s} m${next++} fan-out\n`;
-        sender.sent += BATCH;
-        messages += BATCH;
-        await sender.write(new TextEncoder().encode(text));
-      }
-    });
-    await until(
-      "the run to end",
-      () => performance.now() >= stopAt || messages >= MAX_MESSAGES,
-      options.seconds * 1000 + SETUP_TIMEOUT_MS,
-    );
-    const elapsedMs = performance.now() - started;
-    const deliveredInRun = delivered();
-    stopped = true;
-    await Promise.all(sending);
-    // Everything sent must arrive; a member that ended was disconnected.
-    await until(
-      "every line to be delivered",
-      () => members.every((m, i) => m.ended || behind(i) === 0),
-      SETUP_TIMEOUT_MS,
-    );
-    return {
-      benchmark: "chat_fanout",
-      members: options.members,
-      senders: options.senders,
-      seconds: Math.round(elapsedMs) / 1000,
-      messagesSent: messages,
-      linesDelivered: deliveredInRun,
-      linesPerSecond: Math.round(deliveredInRun / (elapsedMs / 1000)),
-      messagesPerSecond: Math.round(
-        deliveredInRun / (options.members - 1) / (elapsedMs / 1000),
-      ),
-      membersDisconnected: members.filter((m) => m.ended).length,
-    };
-  } finally {
-    for (const member of members) {
-      try {
-        member.conn.close();
-      } catch {
-        // Already closed.
-      }
-    }
-    await Promise.allSettled(members.map((m) => m.reading));
-    await child.stdin.close();
-    await child.status;
+/**
+ * One measurement on a room whose members have joined: at full speed when
+ * `rate` is undefined, else `rate` messages per second in all.
+ */
+async function measure(
+  room: Room,
+  members: Member[],
+  options: Options,
+  rate?: number,
+) {
+  const base = members.map((m) => m.received);
+  for (const member of members) {
+    member.sent = 0;
+    member.latencies.length = 0;
   }
+  // Senders are spread over the instances: member i is on instance i % n.
+  const senders = members.slice(0, options.senders);
+  let messages = 0;
+  /** Lines member i is owed but has not received yet. */
+  const behind = (i: number) =>
+    messages - members[i].sent - (members[i].received - base[i]);
+  const mostBehind = () => {
+    let most = 0;
+    for (let i = 0; i < members.length; i++) {
+      most = Math.max(most, behind(i));
+    }
+    return most;
+  };
+  const processes = [
+    ...room.pids.instances,
+    ...(room.pids.redis ? [room.pids.redis] : []),
+    Deno.pid,
+  ];
+  const cpuBefore = await cpuSnapshot(processes);
+  const started = performance.now();
+  const stopAt = started + options.seconds * 1000;
+  let stopped = false;
+  const sending = senders.map(async (sender, s) => {
+    let next = 0;
+    /** Messages this sender owes to the offered rate so far. */
+    const due = () =>
+      Math.floor((performance.now() - started) / 1000 * rate! / senders.length);
+    while (!stopped && messages < MAX_MESSAGES) {
+      const count = rate === undefined ? BATCH : Math.min(due() - next, BATCH);
+      const held = rate === undefined
+        ? mostBehind() + BATCH * senders.length > WINDOW
+        : count <= 0;
+      if (held) {
+        await new Promise((resolve) => setTimeout(resolve, rate ? 1 : 0));
+        continue;
+      }
+      let text = "";
+      const now = Math.round(performance.now() * 1000);
+      for (let k = 0; k < count; k++) text += `s${s} m${next++} ${now} fan\n`;
+      sender.sent += count;
+      messages += count;
+      await sender.write(new TextEncoder().encode(text));
+    }
+  });
+  await until(
+    "the run to end",
+    () => performance.now() >= stopAt || messages >= MAX_MESSAGES,
+    options.seconds * 1000 + SETUP_TIMEOUT_MS,
+  );
+  const elapsedMs = performance.now() - started;
+  const cpuAfter = await cpuSnapshot(processes);
+  const ticks = await clockTicks();
+  const share = (x: number) => Math.round(x * 100) / 100;
+  /** Share of one CPU each process used in the window. */
+  const busy = cpuAfter.processTicks.map((after, i) =>
+    share((after - cpuBefore.processTicks[i]) / ticks / (elapsedMs / 1000))
+  );
+  const delivered = members.reduce(
+    (sum, m, i) => sum + m.received - base[i],
+    0,
+  );
+  stopped = true;
+  await Promise.all(sending);
+  // Everything sent must arrive; a member that ended was disconnected.
+  await until(
+    "every line to be delivered",
+    () => members.every((m, i) => m.ended || behind(i) === 0),
+    SETUP_TIMEOUT_MS,
+  );
+  const latencies = members.flatMap((m) => m.latencies).sort((a, b) => a - b);
+  const round = (ms: number) => Math.round(ms * 1000) / 1000;
+  return {
+    benchmark: "chat_fanout",
+    room: room.kind,
+    instances: room.ports.length,
+    members: members.length,
+    senders: senders.length,
+    offeredMessagesPerSecond: rate ?? "max",
+    seconds: Math.round(elapsedMs) / 1000,
+    messagesSent: messages,
+    linesDelivered: delivered,
+    linesPerSecond: Math.round(delivered / (elapsedMs / 1000)),
+    messagesPerSecond: Math.round(messages / (elapsedMs / 1000)),
+    latencyMs: {
+      samples: latencies.length,
+      p50: round(percentile(latencies, 0.5)),
+      p99: round(percentile(latencies, 0.99)),
+      max: round(latencies.at(-1) ?? NaN),
+    },
+    cpu: {
+      instances: busy.slice(0, room.pids.instances.length),
+      redis: room.pids.redis ? busy[room.pids.instances.length] : undefined,
+      clients: busy.at(-1),
+      // Every core's busy share, whoever used it (softirq included).
+      cores: coreBusy(cpuBefore, cpuAfter).map(share),
+    },
+    membersDisconnected: members.filter((m) => m.ended).length,
+  };
 }
 
-/** Reads `port N` from the child's stdout, then lets the rest drain. */
-async function readPort(stdout: ReadableStream<Uint8Array>): Promise<number> {
-  const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("The chat server exited before listening");
-    text += value;
+/** Starts a room, joins its members, measures at full speed and at `rate`. */
+async function run(
+  kind: "local" | "redis",
+  options: Options,
+  rate: (full: number) => number,
+): Promise<number> {
+  await using room = await startRoom(kind, import.meta.filename!);
+  const members: Member[] = [];
+  try {
+    const total = options.members * room.ports.length;
+    for (let i = 0; i < total; i++) {
+      const port = room.ports[i % room.ports.length];
+      const member = await Member.connect(port, i < PROBES + options.senders);
+      members.push(member);
+      // Joined one at a time, so that member i hears exactly the joins after it.
+      await until("a welcome", () => member.received === 1, SETUP_TIMEOUT_MS);
+    }
+    await until(
+      "every member to hear every join",
+      () => members.every((m, i) => m.received === total - i),
+      SETUP_TIMEOUT_MS,
+    );
+    const full = await measure(room, members, options);
+    console.log(JSON.stringify(full));
+    const paced = await measure(
+      room,
+      members,
+      options,
+      rate(full.messagesPerSecond),
+    );
+    console.log(JSON.stringify(paced));
+    return full.messagesPerSecond;
+  } finally {
+    for (const member of members) member.close();
+    await Promise.allSettled(members.map((m) => m.reading));
   }
-  await reader.cancel();
-  const match = /^port (\d+)$/m.exec(text);
-  if (!match) throw new Error(`Cannot read the port: received ${text}`);
-  return Number(match[1]);
 }
 
 if (import.meta.main) {
   if (Deno.args[0] === "--serve") {
-    await serve();
+    await serve(Deno.args[1]);
   } else {
-    console.log(JSON.stringify(await measure(parseOptions(Deno.args))));
+    const options = parseOptions(Deno.args);
+    // Latency at 10% of what the Redis room delivers, for both rooms alike.
+    let redisRate: number | undefined;
+    for (const kind of [...options.rooms].reverse()) {
+      const most = await run(
+        kind,
+        options,
+        (full) =>
+          options.rate ||
+          Math.max(1, Math.round(LATENCY_LOAD * (redisRate ?? full))),
+      );
+      if (kind === "redis") redisRate = most;
+    }
   }
 }

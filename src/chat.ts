@@ -14,155 +14,121 @@ import type {
   LineSession,
   Reply,
 } from "./session.ts";
-import { ConnectionGroup } from "./connection_group.ts";
+import {
+  ChatReplies,
+  type ChatRoom,
+  ChatUnavailableError,
+  LocalChatRoom,
+} from "./chat_room.ts";
 
-/**
- * Byte-exact lines of the chat protocol (without the CRLF).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { ChatReplies } from "./chat.ts";
- * assert.equal(ChatReplies.message("alice", "hi"), "alice: hi");
- * assert.equal(ChatReplies.left("guest7"), "* guest7 left");
- * ```
- */
-export const ChatReplies = {
-  welcome: (name: string) => `<welcome: you are ${name}>`,
-  joined: (name: string) => `* ${name} joined`,
-  left: (name: string) => `* ${name} left`,
-  message: (name: string, line: string) => `${name}: ${line}`,
-  renamedYou: (name: string) => `<you are now ${name}>`,
-  renamed: (oldName: string, name: string) => `* ${oldName} is now ${name}`,
-  online: (count: number) => `* ${count} online`,
-  member: (name: string) => `* ${name}`,
-  quit: "connection closed",
-  nameTaken: (name: string) => `ERROR. Name ${name} is taken`,
-  badName: "ERROR. Names are 1-32 letters, digits, _ or -",
-  unknownCommand: "ERROR. Unknown command, try /who, /nick NAME or /quit",
-} as const;
+export { ChatReplies };
 
 /** 1 to 32 ASCII letters, digits, `_` or `-`. */
 const VALID_NAME = /^[A-Za-z0-9_-]{1,32}$/;
-/** The names given to new members (`guest7`); nobody else may take one, in any case. */
-const GUEST_NAME = /^guest[0-9]+$/i;
 /**
  * A `/nick` command, well-formed or not: `/nick` alone or followed by a
  * space or tab. (`/nickname` is an unknown command, not a bad name.)
  */
 const NICK_COMMAND = /^\/nick(?:[ \t]|$)/;
+/**
+ * What a relayed line may not carry: C0 controls but TAB, DEL, C1 controls,
+ * and the Unicode line and paragraph separators. A client that splits lines
+ * on a bare CR (or on U+2028, U+0085, as `str.splitlines()` does) would show
+ * `hi\r* guest1 left` as a server line; an escape sequence would drive the
+ * reader's terminal.
+ */
+// deno-lint-ignore no-control-regex -- matching control characters is the point
+const UNRELAYABLE = /[\0-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/g;
+
+/**
+ * `line` as it may be relayed: every character in {@linkcode UNRELAYABLE}
+ * replaced by U+FFFD.
+ */
+function relayable(line: string): string {
+  return line.replace(UNRELAYABLE, "\ufffd");
+}
+
 /** How much unread chat a member may have waiting before it is disconnected. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 
-/**
- * The members of one server and their names. A member joins when its
- * session is created and leaves exactly once: when it sends `/quit`, or when
- * its connection has ended for any other reason.
- */
-class ChatRoom {
-  /** Open members, for broadcasting; a closed one is skipped and dropped. */
-  readonly #group = new ConnectionGroup();
-  /**
-   * Every member that has joined and not yet left, by connection. A member
-   * whose connection is closing stays here (and keeps its name) until its
-   * `left` line is announced.
-   */
-  readonly #names = new Map<LineConnection, string>();
-  /** The holder of each name, by the name in lower case (names clash regardless of case). */
-  readonly #holders = new Map<string, LineConnection>();
-
-  /** Admits `connection` as `guest<id>` and tells the others. */
-  join(connection: LineConnection): string {
-    const name = `guest${connection.id}`;
-    this.#group.broadcast([ChatReplies.joined(name)]);
-    this.#group.add(connection);
-    this.#names.set(connection, name);
-    this.#holders.set(name.toLowerCase(), connection);
-    return name;
-  }
-
-  /**
-   * Removes `connection`; tells the others unless `quietly` (a server
-   * shutting down says goodbye to everyone itself). Does nothing for a
-   * member that has already left.
-   */
-  leave(connection: LineConnection, options: { quietly: boolean }): void {
-    const name = this.#names.get(connection);
-    if (name === undefined) return;
-    this.#names.delete(connection);
-    this.#holders.delete(name.toLowerCase());
-    this.#group.delete(connection);
-    if (!options.quietly) this.#group.broadcast([ChatReplies.left(name)]);
-  }
-
-  /** Sends `line` from `sender` to every other member. */
-  say(sender: LineConnection, line: string): void {
-    const name = this.#names.get(sender)!;
-    this.#group.broadcast([ChatReplies.message(name, line)], {
-      except: sender,
-    });
-  }
-
-  /** Renames `connection` to `name` if it is free; returns its reply. */
-  rename(connection: LineConnection, name: string): string {
-    const current = this.#names.get(connection)!;
-    if (name !== current) {
-      const holder = this.#holders.get(name.toLowerCase());
-      const taken = GUEST_NAME.test(name) ||
-        (holder !== undefined && holder !== connection);
-      if (taken) return ChatReplies.nameTaken(name);
-    }
-    this.#holders.delete(current.toLowerCase());
-    this.#holders.set(name.toLowerCase(), connection);
-    this.#names.set(connection, name);
-    this.#group.broadcast([ChatReplies.renamed(current, name)], {
-      except: connection,
-    });
-    return ChatReplies.renamedYou(name);
-  }
-
-  /** `* K online`, then one `* NAME` per member in byte order. */
-  who(): string[] {
-    // Names are ASCII, so UTF-16 order (the default sort) is byte order.
-    const names = [...this.#names.values()].sort();
-    return [
-      ChatReplies.online(names.length),
-      ...names.map(ChatReplies.member),
-    ];
-  }
+/** The reply to an operation of a room that cannot be reached. */
+function unavailable(error: unknown): string {
+  if (error instanceof ChatUnavailableError) return ChatReplies.unavailable;
+  throw error;
 }
 
-/** One member's view of the room: answers its lines, leaves when it ends. */
+/**
+ * Answers with what `operation` gives (now, or once its promise settles),
+ * mapped by `toReply`; a room that cannot be reached is answered
+ * `ERROR. Chat is unavailable, try again later`.
+ */
+function answer<T>(
+  operation: () => T | Promise<T>,
+  toReply: (value: T) => Reply,
+): Reply | Promise<Reply> {
+  let value: T | Promise<T>;
+  try {
+    value = operation();
+  } catch (error) {
+    return unavailable(error);
+  }
+  return value instanceof Promise
+    ? value.then(toReply, unavailable)
+    : toReply(value);
+}
+
+const nothing = (): Reply => undefined;
+
+/**
+ * One member's view of the room: parses its commands, asks the room, and
+ * leaves when its connection ends.
+ */
 class ChatSession implements LineSession {
-  readonly greeting: string;
   readonly #room: ChatRoom;
   readonly #connection: LineConnection;
+  /** Until the room has admitted the member; its lines wait for it. */
+  #joining: Promise<void> | undefined;
 
   constructor(room: ChatRoom, connection: LineConnection) {
     this.#room = room;
     this.#connection = connection;
-    this.greeting = ChatReplies.welcome(room.join(connection));
+    const joined = room.join(connection);
+    if (joined instanceof Promise) {
+      this.#joining = joined.then(() => {
+        this.#joining = undefined;
+      }, (error) => {
+        // Not admitted: nothing else can be done for this member.
+        connection.close(unavailable(error));
+      });
+    }
   }
 
-  reply(line: string): Reply {
+  reply(line: string): Reply | Promise<Reply> {
     if (line === "") return;
+    const joining = this.#joining;
+    if (joining !== undefined) return joining.then(() => this.#answer(line));
+    return this.#answer(line);
+  }
+
+  #answer(line: string): Reply | Promise<Reply> {
+    const room = this.#room;
+    const connection = this.#connection;
+    if (connection.closed) return;
     if (!line.startsWith("/")) {
-      this.#room.say(this.#connection, line);
-      return;
+      return answer(() => room.say(connection, relayable(line)), nothing);
     }
-    if (line === "/who") return this.#room.who();
+    if (line === "/who") return answer(() => room.who(), (lines) => lines);
     if (line === "/quit") {
       // Announced now, not once the client has closed its side as well.
-      this.#room.leave(this.#connection, { quietly: false });
-      this.#connection.close(ChatReplies.quit);
+      room.leave(connection, { quietly: false });
+      connection.close(ChatReplies.quit);
       return;
     }
     if (NICK_COMMAND.test(line)) {
       // Exactly one space, then the name.
       const name = line.startsWith("/nick ") ? line.slice("/nick ".length) : "";
-      return VALID_NAME.test(name)
-        ? this.#room.rename(this.#connection, name)
-        : ChatReplies.badName;
+      if (!VALID_NAME.test(name)) return ChatReplies.badName;
+      return answer(() => room.rename(connection, name), (reply) => reply);
     }
     return ChatReplies.unknownCommand;
   }
@@ -177,10 +143,11 @@ class ChatSession implements LineSession {
 }
 
 /**
- * Makes a chat protocol with a room of its own. One protocol value serves
- * one server: guests are numbered by the server's admission order
- * ({@linkcode LineConnection.id}), so two servers sharing a value would mix
- * their rooms and repeat guest names.
+ * Makes a chat protocol with a room of its own, for one server: start each
+ * server with its own `createChatProtocol()`. (A protocol value that held a
+ * room would join the members of every server it is given to into one room,
+ * and guests are numbered by each server's admission order
+ * ({@linkcode LineConnection.id}), so their names would repeat.)
  *
  * @example
  * ```ts
@@ -202,38 +169,37 @@ class ChatSession implements LineSession {
  * });
  * const chat = createChatProtocol();
  * const alice = chat.createSession(member(1));
- * assert.equal(alice.greeting, "<welcome: you are guest1>");
  * const bob = chat.createSession(member(2));
  * assert.equal(alice.reply("/nick alice"), "<you are now alice>");
  * assert.equal(bob.reply("hello"), undefined);
  * assert.deepEqual(bob.reply("/who"), ["* 2 online", "* alice", "* guest2"]);
  * bob.onClose?.("peer_closed");
  * assert.deepEqual(inbox, [
+ *   "1 < <welcome: you are guest1>",
+ *   "2 < <welcome: you are guest2>",
  *   "1 < * guest2 joined",
  *   "2 < * guest1 is now alice",
  *   "1 < guest2: hello",
  *   "1 < * guest2 left",
  * ]);
  * ```
+ *
+ * @example A server
+ * ```ts
+ * import { createChatProtocol, startServer } from "../mod.ts";
+ * await using server = await startServer({
+ *   port: 0,
+ *   protocol: createChatProtocol(),
+ * });
+ * ```
  */
-export function createChatProtocol(): LineProtocol {
-  const room = new ChatRoom();
+export function createChatProtocol(
+  options: { room?: ChatRoom } = {},
+): LineProtocol {
+  const room = options.room ?? new LocalChatRoom();
   return {
     name: "chat",
     maxQueuedBytes: MAX_QUEUED_BYTES,
     createSession: (connection) => new ChatSession(room, connection),
   };
 }
-
-/**
- * The built-in chat protocol (`--protocol chat`): one room, for the one
- * server a process runs. Use {@linkcode createChatProtocol} for a fresh room
- * per server.
- *
- * @example
- * ```ts
- * import { chatProtocol, startServer } from "../mod.ts";
- * await using server = await startServer({ port: 0, protocol: chatProtocol });
- * ```
- */
-export const chatProtocol: LineProtocol = createChatProtocol();

@@ -10,6 +10,8 @@ import type { LogLevel } from "@logtape/logtape";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
 import type { WorkerServerOptions } from "./cluster.ts";
+import type { SharedChatSettings } from "./served_protocol.ts";
+import { AddressRanges } from "./address_ranges.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 
 export { PROTOCOL_NAMES, type ProtocolName };
@@ -54,6 +56,10 @@ export interface CliOptions {
   tlsKey: string | undefined;
   /** `--admin-port`, if given. */
   adminPort: number | undefined;
+  /** `--proxy-protocol-from`: the balancers whose PROXY headers are believed. */
+  proxyProtocolFrom: string | undefined;
+  /** `--chat-redis` and `--chat-room`: a chat room shared through Redis. */
+  chat: SharedChatSettings | undefined;
 }
 
 /** What the command line asks for. */
@@ -95,6 +101,11 @@ Options:
   --proxy-protocol          each connection begins with a PROXY protocol
                             header, v1 or v2, as HAProxy's send-proxy sends
                             (default off)
+  --proxy-protocol-from LIST
+                            with --proxy-protocol: the balancers allowed to
+                            connect, as addresses or CIDR ranges separated by
+                            commas (10.0.0.0/8,::1); others are refused at once
+                            (default: any peer)
   --log-level LEVEL         debug, info, warning or error (default info)
   --log-format FORMAT       text or json (default text)
   --workers N               listeners sharing the port, 0 = one per CPU
@@ -103,6 +114,11 @@ Options:
                             --tls-key and --allow-read)
   --tls-key FILE            PEM private key for --tls-cert (needs --allow-read)
   --admin-port PORT         HTTP /healthz and /metrics on --host (default off)
+  --chat-redis URL          with --protocol chat: share the room with every
+                            server on this Redis, redis://HOST:PORT (default
+                            off: the room is this process's; allows --workers)
+  --chat-room NAME          the shared room's name, 1-64 letters, digits, _ . -
+                            (default lobby)
   --help                    print this help and exit
   --version                 print the version and exit
 
@@ -194,6 +210,45 @@ const HOST_SPEC: ValueSpec<string> = {
   },
 };
 
+/**
+ * A Redis URL: `redis://HOST:PORT`, with optional credentials
+ * (`redis://:PASSWORD@HOST:PORT`) and database (`/N`); the port defaults
+ * to 6379.
+ */
+const REDIS_URL_SPEC: ValueSpec<string> = {
+  expected: "redis://HOST:PORT",
+  parse(text) {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      return undefined;
+    }
+    const plain = url.protocol === "redis:" && url.hostname !== "" &&
+      url.search === "" && url.hash === "" && /^(?:\/\d*)?$/.test(url.pathname);
+    return plain ? text : undefined;
+  },
+};
+
+/** A chat room's name: it becomes part of Redis keys, so it is kept plain. */
+const ROOM_SPEC: ValueSpec<string> = {
+  expected: "1 to 64 letters, digits, _, . or -",
+  parse: (text) => /^[A-Za-z0-9_.-]{1,64}$/.test(text) ? text : undefined,
+};
+
+/** Address ranges in CIDR notation, comma-separated. */
+const RANGES_SPEC: ValueSpec<string> = {
+  expected: "addresses or CIDR ranges separated by commas (10.0.0.0/8,::1)",
+  parse(text) {
+    try {
+      AddressRanges.parse(text);
+      return text;
+    } catch {
+      return undefined;
+    }
+  },
+};
+
 const PATH_SPEC: ValueSpec<string> = {
   expected: "a file path",
   parse: (text) => text === "" ? undefined : text,
@@ -216,6 +271,9 @@ const VALUE_OPTIONS = {
   "tls-cert": PATH_SPEC,
   "tls-key": PATH_SPEC,
   "admin-port": integerSpec(0, 65535),
+  "proxy-protocol-from": RANGES_SPEC,
+  "chat-redis": REDIS_URL_SPEC,
+  "chat-room": ROOM_SPEC,
 } as const;
 
 type ValueOption = keyof typeof VALUE_OPTIONS;
@@ -322,7 +380,15 @@ export function parseCli(args: string[]): CliRequest {
         ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>
       >;
     };
-    const optional = <K extends "tls-cert" | "tls-key" | "admin-port">(
+    const optional = <
+      K extends
+        | "tls-cert"
+        | "tls-key"
+        | "admin-port"
+        | "proxy-protocol-from"
+        | "chat-redis"
+        | "chat-room",
+    >(
       name: K,
     ) => given.has(name) ? value(name, "") : undefined;
     const tlsCert = optional("tls-cert");
@@ -335,10 +401,24 @@ export function parseCli(args: string[]): CliRequest {
         `Option --${missing} is required with --${present}`,
       );
     }
+    const proxyProtocolFrom = optional("proxy-protocol-from");
+    if (proxyProtocolFrom !== undefined && !given.has("proxy-protocol")) {
+      throw new UsageError(
+        "Option --proxy-protocol-from needs --proxy-protocol",
+      );
+    }
+    const chatRedis = optional("chat-redis");
+    const protocol = value("protocol", PROTOCOL_NAMES[0]);
+    if (chatRedis !== undefined && protocol !== "chat") {
+      throw new UsageError("Option --chat-redis needs --protocol chat");
+    }
+    if (given.has("chat-room") && chatRedis === undefined) {
+      throw new UsageError("Option --chat-room needs --chat-redis");
+    }
     const options: CliOptions = {
       host: value("host", "127.0.0.1"),
       port: value("port", "8080"),
-      protocol: value("protocol", PROTOCOL_NAMES[0]),
+      protocol,
       maxLineBytes: value("max-line-bytes", "65536"),
       maxConnections: value("max-connections", "10000"),
       idleTimeoutMs: value("idle-timeout", "300"),
@@ -352,6 +432,10 @@ export function parseCli(args: string[]): CliRequest {
       tlsCert,
       tlsKey,
       adminPort: optional("admin-port"),
+      proxyProtocolFrom,
+      chat: chatRedis === undefined
+        ? undefined
+        : { url: chatRedis, room: optional("chat-room") ?? "lobby" },
     };
     return { kind: "run", options };
   } catch (error) {
@@ -390,5 +474,6 @@ export function serverOptionsOf(options: CliOptions): WorkerServerOptions {
     lineTimeoutMs: options.lineTimeoutMs,
     maxConnectionsPerIp: options.maxConnectionsPerIp,
     proxyProtocol: options.proxyProtocol,
+    proxyProtocolFrom: options.proxyProtocolFrom,
   };
 }

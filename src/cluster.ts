@@ -11,6 +11,7 @@ import { type MetricsSnapshot, ServerMetrics } from "./metrics.ts";
 import { logDropCounter, type LogFormat, writeStderrLine } from "./logging.ts";
 import type { LogLevel } from "@logtape/logtape";
 import type { ProtocolName } from "./protocol_names.ts";
+import type { SharedChatSettings } from "./served_protocol.ts";
 
 /** What `server.ts` and each worker pass to `startServer`, but the protocol. */
 export type WorkerServerOptions = Omit<
@@ -24,6 +25,8 @@ export type ToWorker =
     type: "start";
     /** Looked up in `builtinProtocols` by the worker. */
     protocol: ProtocolName;
+    /** The shared chat room (each worker is an instance of it). */
+    chat: SharedChatSettings | undefined;
     options: WorkerServerOptions;
     logLevel: LogLevel;
     logFormat: LogFormat;
@@ -37,7 +40,13 @@ export type ToWorker =
 /** What a worker tells the main thread. */
 export type FromWorker =
   | { type: "listening"; addr: Deno.NetAddr }
-  | { type: "failed"; error: string; addrInUse: boolean }
+  | {
+    type: "failed";
+    error: string;
+    addrInUse: boolean;
+    /** The shared chat room could not be joined. */
+    chatUnreachable?: boolean;
+  }
   | { type: "finished"; summary: ShutdownSummary }
   | { type: "metrics"; id: number; snapshot: MetricsSnapshot };
 
@@ -45,6 +54,8 @@ export type FromWorker =
 export interface WorkerPoolOptions {
   count: number;
   protocol: ProtocolName;
+  /** With `--chat-redis`: every worker joins this room as an instance of it. */
+  chat?: SharedChatSettings;
   /**
    * Passed to every worker's `startServer`, except that `maxConnections` is
    * split between the workers (each counts only its own connections) and
@@ -57,9 +68,16 @@ export interface WorkerPoolOptions {
   logFormat: LogFormat;
 }
 
-/** Thrown when a worker cannot bind; `addrInUse` tells the usual reason. */
+/**
+ * Thrown when a worker cannot start: it cannot bind (`addrInUse` tells the
+ * usual reason), or cannot join the shared chat room (`chatUnreachable`).
+ */
 export class WorkerStartError extends Error {
-  constructor(message: string, readonly addrInUse: boolean) {
+  constructor(
+    message: string,
+    readonly addrInUse: boolean,
+    readonly chatUnreachable = false,
+  ) {
     super(message);
   }
 }
@@ -166,6 +184,7 @@ export class WorkerPool {
         handle.send({
           type: "start",
           protocol: options.protocol,
+          chat: options.chat,
           options: {
             ...options.server,
             port: addr?.port ?? options.server.port,
@@ -178,7 +197,11 @@ export class WorkerPool {
         });
         const message = await ready;
         if (message.type === "failed") {
-          throw new WorkerStartError(message.error, message.addrInUse);
+          throw new WorkerStartError(
+            message.error,
+            message.addrInUse,
+            message.chatUnreachable,
+          );
         }
         if (message.type === "listening") addr ??= message.addr;
       }

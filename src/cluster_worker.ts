@@ -10,6 +10,11 @@ import { builtinProtocols } from "../protocol.ts";
 import { configureLogging, firstLine, flushLogs } from "./logging.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import type { LineServer } from "./line_server.ts";
+import {
+  ChatRoomUnreachableError,
+  openProtocol,
+  type ServedProtocol,
+} from "./served_protocol.ts";
 
 let server: LineServer | undefined;
 
@@ -35,8 +40,8 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         format: message.logFormat,
         dropCounter: message.logDropCounter,
       });
-      const protocol = builtinProtocols[message.protocol];
-      if (protocol === undefined) {
+      const makeProtocol = builtinProtocols[message.protocol];
+      if (makeProtocol === undefined) {
         await sendLast({
           type: "failed",
           error: `Protocol ${message.protocol} is not built in`,
@@ -44,10 +49,26 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         });
         return;
       }
+      let served: ServedProtocol;
       try {
-        server = await startServer({ ...message.options, protocol });
+        served = await openProtocol(makeProtocol, message.chat);
       } catch (error) {
         await sendLast({
+          type: "failed",
+          error: firstLine(error),
+          addrInUse: false,
+          chatUnreachable: error instanceof ChatRoomUnreachableError,
+        });
+        return;
+      }
+      try {
+        server = await startServer({
+          ...message.options,
+          protocol: served.protocol,
+        });
+      } catch (error) {
+        await served.close();
+        send({
           type: "failed",
           error: firstLine(error),
           addrInUse: error instanceof Deno.errors.AddrInUse,
@@ -56,6 +77,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       }
       send({ type: "listening", addr: server.addr });
       const summary = await server.finished;
+      await served.close();
       await sendLast({ type: "finished", summary });
       return;
     }

@@ -114,9 +114,6 @@ export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 const OWNER = Symbol("connection");
 type OwnedStream = Duplex & { [OWNER]: Connection };
 
-/** What a broadcast hands a member's queue directly (see ConnectionGroup). */
-export const QUEUE_SPAN = Symbol("queue span");
-
 /** Waiting for the queue to fall to `bytes` (0: empty and written out). */
 interface DrainWaiter {
   bytes: number;
@@ -139,8 +136,8 @@ export class Connection implements LineConnection {
   #state: State = "open";
   #wait: Wait;
   #reading = false;
-  /** A `drain` listener is waiting for the client to read (attached only then). */
-  #awaitingDrain = false;
+  /** Called when a write in flight completes and output waits (made when first needed). */
+  #onWritten: (() => void) | undefined;
   #flushQueued = false;
   #pumping = false;
   /** Inside `onBytes`: the bytes are lent, and its return value decides reading. */
@@ -240,8 +237,16 @@ export class Connection implements LineConnection {
     return this.#afterQueued();
   }
 
-  /** Queues `[position, end)` of a group's log (see ConnectionGroup). */
-  [QUEUE_SPAN](log: BroadcastLog, position: LogPosition, end: number): boolean {
+  /** How lines written to this client are ended and checked. */
+  get encoder(): FrameEncoder {
+    return this.#config.encoder;
+  }
+
+  /**
+   * Queues `[position, end)` of a group's log: lines broadcast to many
+   * connections, encoded once (see ConnectionGroup). @internal
+   */
+  queueSpan(log: BroadcastLog, position: LogPosition, end: number): boolean {
     if (this.#state !== "open") return false;
     this.#out.appendSpan(log, position, end);
     return this.#afterQueued();
@@ -284,14 +289,15 @@ export class Connection implements LineConnection {
    * handed to the system), or the connection has closed.
    */
   whenWaitingAtMost(bytes: number): Promise<void> {
-    this.#flush();
     if (this.#state === "closed" || this.#waitingAtMost(bytes)) {
       return Promise.resolve();
     }
-    this.#watchDrain();
-    return new Promise((resolve) => {
+    const waiting = new Promise<void>((resolve) => {
       (this.#drainWaiters ??= []).push({ bytes, resolve });
     });
+    this.#flush();
+    this.#wakeDrainWaiters();
+    return waiting;
   }
 
   #waitingAtMost(bytes: number): boolean {
@@ -381,11 +387,6 @@ export class Connection implements LineConnection {
   static #closeListener(this: Duplex) {
     (this as OwnedStream)[OWNER].#onClose();
   }
-  static #drainListener(this: Duplex) {
-    const connection = (this as OwnedStream)[OWNER];
-    connection.#awaitingDrain = false;
-    connection.#onDrain();
-  }
 
   /**
    * Bytes from the client, lent for this call. Returns whether to go on
@@ -445,7 +446,7 @@ export class Connection implements LineConnection {
         // One output budget: no further request is answered while the
         // client leaves the replies it has unread.
         if (out.textUnits >= FLUSH_UNITS) this.#flush();
-        if (this.#stream.writableNeedDrain) return this.#waitFor("output");
+        if (this.#outputBlocks()) return this.#waitFor("output");
         const frame = decoder.next();
         if (frame === undefined) break;
         this.#answer(frame);
@@ -476,7 +477,7 @@ export class Connection implements LineConnection {
     this.#updateLineClock();
     this.#flush();
     // Nothing more is read while the client leaves its replies unread.
-    if (this.#stream.writableNeedDrain) return this.#waitFor("output");
+    if (this.#outputBlocks()) return this.#waitFor("output");
     if (!this.#reading) {
       this.#reading = true;
       resumeReading(this.#stream);
@@ -597,6 +598,18 @@ export class Connection implements LineConnection {
     return true;
   }
 
+  /** Enough waits for the client that no further request is answered until it reads. */
+  #outputFull(): boolean {
+    return this.#out.waitingBytes(this.#stream) >= HIGH_WATER_BYTES;
+  }
+
+  /** True when output is still over the budget after writing what the stream takes now. */
+  #outputBlocks(): boolean {
+    if (!this.#outputFull()) return false;
+    this.#flush();
+    return this.#outputFull();
+  }
+
   /** Stops pulling requests until `wait` is over; output so far goes out now. */
   #waitFor(wait: Exclude<Wait, undefined>) {
     this.#wait = wait;
@@ -612,24 +625,16 @@ export class Connection implements LineConnection {
         this.#wait = undefined;
         this.#pump();
       }, 0);
-    } else if (wait === "output") {
-      this.#watchDrain();
     }
   }
 
-  #watchDrain() {
-    if (this.#awaitingDrain || !this.#stream.writableNeedDrain) return;
-    this.#awaitingDrain = true;
-    this.#stream.once("drain", Connection.#drainListener);
-  }
-
-  /** The client read some of its output: write more, wake what waits for that. */
-  #onDrain() {
+  /** A write completed: write what waits behind it, wake what waits for that. */
+  #written() {
     if (this.#state === "closed") return;
     this.#flush();
     this.#wakeDrainWaiters();
     if (this.#state === "flushing") return this.#finishFlushing();
-    if (this.#wait === "output" && !this.#stream.writableNeedDrain) {
+    if (this.#wait === "output" && !this.#outputFull()) {
       this.#wait = undefined;
       this.#pump();
     }
@@ -645,7 +650,6 @@ export class Connection implements LineConnection {
       return false;
     });
     this.#drainWaiters = still.length > 0 ? still : undefined;
-    if (still.length > 0) this.#watchDrain();
   }
 
   #flushQueuedOutput() {
@@ -654,11 +658,11 @@ export class Connection implements LineConnection {
   }
 
   #flush() {
-    const sent = this.#out.flush(this.#stream);
+    const sent = this.#out.flush(
+      this.#stream,
+      this.#onWritten ??= () => this.#written(),
+    );
     if (sent > 0) this.#config.metrics.sent(sent);
-    if (!this.#out.isEmpty || this.#drainWaiters !== undefined) {
-      this.#watchDrain();
-    }
   }
 
   #atLineBoundary(): boolean {

@@ -2,9 +2,42 @@
  * A set of connections to send to together (a room, a feed), which lets go
  * of each connection as soon as it closes.
  *
+ * A broadcast costs the same whoever receives it: each line is encoded once,
+ * into a log shared by the members' output queues (see output_queue.ts), so
+ * a thousand members that do not read hold one copy of the room's messages,
+ * not a thousand. And a sender cannot outrun the room: a broadcast that
+ * leaves a member that is still reading far behind answers false, and
+ * {@linkcode ConnectionGroup.drained} lets the sender wait for it, while a
+ * member that reads nothing is never waited for (its own bound disconnects
+ * it).
+ *
  * @module
  */
 import type { LineConnection } from "./session.ts";
+import { Connection, HIGH_WATER_BYTES } from "./connection.ts";
+import type { FrameEncoder } from "./framing.ts";
+import { BroadcastLog, type LogPosition } from "./output_queue.ts";
+import { settleWithin } from "./deadline.ts";
+
+/**
+ * A member with this much waiting counts as behind: a quarter of a member's
+ * default bound (1 MiB), so that a sender is slowed long before a member that
+ * reads is anywhere near being disconnected.
+ */
+const BEHIND_BYTES = 256 * 1024;
+/**
+ * How long {@linkcode ConnectionGroup.drained} waits for a member that does
+ * not catch up: past it, the member is taken for one that reads nothing and
+ * is not waited for again until it has caught up.
+ */
+const STALL_MS = 1000;
+
+/** One broadcast's text in one log (members of one server share an encoder). */
+interface Encoded {
+  log: BroadcastLog;
+  position: LogPosition;
+  end: number;
+}
 
 /**
  * Connections that lines can be broadcast to. A closed connection is skipped
@@ -33,14 +66,21 @@ import type { LineConnection } from "./session.ts";
  * room.add(alice);
  * room.add(fake(2));
  * room.add(fake(3, true));
- * room.broadcast(["hi"], { except: alice });
+ * assert.equal(room.broadcast(["hi"], { except: alice }), true);
  * assert.deepEqual(sent, ["2:hi"]);
  * assert.equal(room.size, 2);
+ * await room.drained(); // nobody is behind
  * ```
  */
 export class ConnectionGroup<C extends LineConnection = LineConnection>
   implements Iterable<C> {
   readonly #members = new Set<C>();
+  /** One log per encoder (per server); made at the first broadcast. */
+  readonly #logs = new Map<FrameEncoder, BroadcastLog>();
+  /** Members that were behind after a broadcast (checked by drained()). */
+  readonly #behind = new Set<C>();
+  /** Members that did not catch up within STALL_MS: not waited for. */
+  readonly #stalled = new WeakSet<C>();
 
   /** Members still open. */
   get size(): number {
@@ -55,6 +95,7 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
 
   /** Removes `connection`; true if it was a member. */
   delete(connection: C): boolean {
+    this.#behind.delete(connection);
     return this.#members.delete(connection);
   }
 
@@ -64,14 +105,64 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
   }
 
   /**
-   * Sends `lines` to every open member but `options.except`. A member that
-   * does not read is disconnected by its own connection's bound, never
-   * slowing the sender or the others.
+   * Sends `lines` to every open member but `options.except`, each line
+   * encoded once for all of them. Throws a `TypeError`, sending nothing, if
+   * a line contains CR or LF (see {@linkcode LineConnection.send}).
+   *
+   * @returns false when a member that is still reading has fallen behind: a
+   * sender should then wait for {@linkcode drained} before sending more (as
+   * with a Node.js stream's `write`).
    */
-  broadcast(lines: readonly string[], options: { except?: C } = {}): void {
+  broadcast(lines: readonly string[], options: { except?: C } = {}): boolean {
+    for (const line of lines) {
+      if (/[\r\n]/.test(line)) {
+        throw new TypeError(
+          `Cannot send a line that contains CR or LF: ${
+            JSON.stringify(line.slice(0, 80))
+          }`,
+        );
+      }
+    }
+    let encoded: Map<FrameEncoder, Encoded> | undefined;
+    let caughtUp = true;
     for (const member of this.#members) {
-      if (member.closed) this.#members.delete(member);
-      else if (member !== options.except) member.send(...lines);
+      if (member.closed) {
+        this.delete(member);
+        continue;
+      }
+      if (member === options.except) continue;
+      if (member instanceof Connection) {
+        encoded ??= new Map();
+        const text = encoded.get(member.encoder) ??
+          this.#encode(member.encoder, lines, encoded);
+        member.queueSpan(text.log, text.position, text.end);
+      } else {
+        member.send(...lines);
+      }
+      if (this.#isBehind(member)) {
+        caughtUp = false;
+        this.#behind.add(member);
+      }
+    }
+    return caughtUp;
+  }
+
+  /**
+   * Resolves when the members a broadcast left behind have caught up, or
+   * have shown that they read nothing: a member still behind after a second
+   * is no longer waited for (until it catches up), and its own bound
+   * disconnects it if it goes on not reading.
+   */
+  async drained(): Promise<void> {
+    const waiting = [...this.#behind].filter((member) =>
+      this.#isBehind(member)
+    );
+    this.#behind.clear();
+    if (waiting.length === 0) return;
+    const caughtUp = Promise.all(waiting.map((member) => caughtUpWith(member)));
+    if (await settleWithin(caughtUp, STALL_MS)) return;
+    for (const member of waiting) {
+      if (this.#isBehind(member)) this.#stalled.add(member);
     }
   }
 
@@ -81,9 +172,46 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
     yield* [...this.#members];
   }
 
+  /**
+   * Behind, and not a member known to read nothing. A stalled member is
+   * waited for again only once it has nearly caught up (a client whose
+   * kernel buffers still take a little now and then is not reading).
+   */
+  #isBehind(member: C): boolean {
+    if (member.closed || !(member instanceof Connection)) return false;
+    const waiting = member.waitingBytes;
+    if (this.#stalled.has(member)) {
+      if (waiting > HIGH_WATER_BYTES) return false;
+      this.#stalled.delete(member);
+    }
+    return waiting > BEHIND_BYTES;
+  }
+
+  #encode(
+    encoder: FrameEncoder,
+    lines: readonly string[],
+    encoded: Map<FrameEncoder, Encoded>,
+  ): Encoded {
+    let text = "";
+    for (const line of lines) text += encoder.line(line, { refuseCr: true });
+    let log = this.#logs.get(encoder);
+    if (log === undefined) this.#logs.set(encoder, log = new BroadcastLog());
+    const position = log.append(text);
+    const result = { log, position, end: log.end };
+    encoded.set(encoder, result);
+    return result;
+  }
+
   #prune() {
     for (const member of this.#members) {
-      if (member.closed) this.#members.delete(member);
+      if (member.closed) this.delete(member);
     }
   }
+}
+
+/** Resolves once `member` is no longer behind (or has closed). */
+function caughtUpWith(member: LineConnection): Promise<void> {
+  return member instanceof Connection
+    ? member.whenWaitingAtMost(BEHIND_BYTES)
+    : member.drained();
 }

@@ -16,6 +16,7 @@ import { Admission, type Refusal } from "./admission.ts";
 import { setUpConnection, socketPeer } from "./connection_setup.ts";
 import { errorWithStack } from "./logging.ts";
 import { settleWithin } from "./deadline.ts";
+import { reclaimMemoryWhenQuiet } from "./memory_reclaimer.ts";
 import {
   formatAddr,
   receiveBytes,
@@ -106,6 +107,8 @@ export class LineServer {
   /** Aborted by {@linkcode abort}: cuts a drain short. */
   readonly #abortDrain = new AbortController();
   readonly #acceptLoop: Promise<void>;
+  /** Stops this server's part in giving memory back after loads. */
+  readonly #stopReclaiming: () => Promise<void>;
   #served = 0;
   #stopping: Promise<ShutdownSummary> | undefined;
   #resolveFinished!: (summary: ShutdownSummary) => void;
@@ -127,6 +130,12 @@ export class LineServer {
       onEnd: (connection) => this.#ended(connection),
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    const metrics = settings.metrics;
+    this.#stopReclaiming = settings.reclaimMemory
+      ? reclaimMemoryWhenQuiet(() =>
+        metrics.bytesReceived + metrics.bytesSent + this.#served
+      )
+      : () => Promise.resolve();
     this.#acceptLoop = this.#accept();
   }
 
@@ -484,6 +493,7 @@ export class LineServer {
       this.#abortDrain.signal,
     );
     if (!closed || options.force) await this.#closeRemaining();
+    await this.#stopReclaiming();
     const forced = open.filter((c) => c.outcome === "forced").length;
     const summary: ShutdownSummary = {
       served: this.#served,

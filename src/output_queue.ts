@@ -173,33 +173,48 @@ export class OutputQueue {
   }
 
   /**
-   * Writes what the socket may take: text always (the connection bounds how
-   * much it makes), spans while the socket does not ask to drain. Returns
-   * the number of bytes handed over; `isEmpty` tells whether all was.
+   * Writes what waits, one write at a time: while a write is still in
+   * flight, everything else stays here (text keeps growing, spans keep
+   * extending) and goes out as one larger write once it completes. So the
+   * stream never buffers more than one chunk, and a client that reads
+   * slowly costs one span or one string, not an entry per line. Every write
+   * calls `onWritten` when it completes (the stream calls back the writes
+   * that complete at once together, in a later tick). Returns the bytes
+   * handed over.
    */
-  flush(stream: Duplex): number {
+  flush(stream: Duplex, onWritten: () => void): number {
     let sent = 0;
+    while (stream.writableLength === 0 && !this.isEmpty) {
+      sent += this.#writeNext(stream, onWritten);
+    }
+    return sent;
+  }
+
+  /** Writes the oldest piece waiting: a string, part of a span, or the text. */
+  #writeNext(stream: Duplex, onWritten: () => void): number {
     const items = this.#items;
-    if (items !== null) {
-      while (this.#head < items.length) {
-        const item = items[this.#head];
-        if (typeof item === "string") {
-          this.#itemUnits -= item.length;
-          sent += write(stream, item);
-        } else {
-          sent += this.#writeSpan(stream, item);
-          if (item.chunk.start + item.offset < item.end) return sent;
-        }
-        items[this.#head++] = "";
-      }
+    if (items === null) {
+      const text = this.#text;
+      this.#text = "";
+      return write(stream, text, onWritten);
+    }
+    const item = items[this.#head];
+    if (typeof item === "string") {
+      this.#itemUnits -= item.length;
+      this.#advance(items);
+      return write(stream, item, onWritten);
+    }
+    const sent = this.#writeSpan(stream, item, onWritten);
+    if (item.chunk.start + item.offset >= item.end) this.#advance(items);
+    return sent;
+  }
+
+  #advance(items: Item[]) {
+    items[this.#head++] = "";
+    if (this.#head === items.length) {
       this.#items = null;
       this.#head = 0;
     }
-    if (this.#text !== "") {
-      sent += write(stream, this.#text);
-      this.#text = "";
-    }
-    return sent;
   }
 
   /** Forgets everything waiting (the connection is going away). */
@@ -221,28 +236,25 @@ export class OutputQueue {
     return items;
   }
 
-  #writeSpan(stream: Duplex, span: Span): number {
-    let sent = 0;
-    while (!stream.writableNeedDrain) {
-      let chunk = span.chunk;
-      if (span.offset >= chunk.used && chunk.next !== null) {
-        span.chunk = chunk = chunk.next;
-        span.offset = 0;
-      }
-      const until = Math.min(chunk.used, span.end - chunk.start);
-      if (span.offset >= until) break;
-      stream.write(chunk.bytes.subarray(span.offset, until));
-      sent += until - span.offset;
-      this.#spanBytes -= until - span.offset;
-      span.offset = until;
+  /** Writes the span's bytes up to the end of the chunk they are in (a view, not a copy). */
+  #writeSpan(stream: Duplex, span: Span, onWritten: () => void): number {
+    let chunk = span.chunk;
+    if (span.offset >= chunk.used && chunk.next !== null) {
+      span.chunk = chunk = chunk.next;
+      span.offset = 0;
     }
-    return sent;
+    const until = Math.min(chunk.used, span.end - chunk.start);
+    const length = until - span.offset;
+    stream.write(chunk.bytes.subarray(span.offset, until), onWritten);
+    this.#spanBytes -= length;
+    span.offset = until;
+    return length;
   }
 }
 
 /** Encodes `text` and writes it; returns the bytes written. */
-function write(stream: Duplex, text: string): number {
+function write(stream: Duplex, text: string, onWritten: () => void): number {
   const bytes = encoder.encode(text);
-  stream.write(bytes);
+  stream.write(bytes, onWritten);
   return bytes.length;
 }

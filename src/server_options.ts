@@ -63,6 +63,12 @@ export interface ServerOptions {
   /** Share the port with other listeners (Linux `SO_REUSEPORT`). Default false. */
   reusePort?: boolean;
   /**
+   * Give memory back to the system when the server goes quiet after a load
+   * (a garbage collection, then the allocator trimmed; see
+   * docs/performance.md). Default true.
+   */
+  reclaimMemory?: boolean;
+  /**
    * A LogTape `Logger` for connection events. Default: the LogTape category
    * `lineserver`. Nothing is logged until the program configures LogTape.
    *
@@ -145,6 +151,7 @@ export function settle(options: ServerOptions): Settings {
       ? undefined
       : createTlsContext(options.tls.cert, options.tls.key),
     reusePort: options.reusePort ?? false,
+    reclaimMemory: options.reclaimMemory ?? true,
     logger: options.logger ?? getLogger(["lineserver"]),
     metrics: options.metrics ?? new ServerMetrics(),
   };

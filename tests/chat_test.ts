@@ -13,14 +13,16 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import {
   builtinProtocols,
-  chatProtocol,
   type CloseReason,
+  createChatProtocol,
   type LineServer,
+  startServer,
 } from "../mod.ts";
-import { createChatProtocol } from "../src/chat.ts";
 import { BulkReader } from "./support/bulk_reader.ts";
-import { waitFor, withTimeout } from "./support/deadline.ts";
-import type { LineClient } from "./support/line_client.ts";
+import { startWithAdmin } from "./support/server_process.ts";
+import { delay, waitFor, withTimeout } from "./support/deadline.ts";
+import { scrapeMetrics } from "./support/admin_client.ts";
+import { LineClient } from "./support/line_client.ts";
 import { type Harness, withServer } from "./support/socket_harness.ts";
 
 const SHUTTING_DOWN = "<server shutting down>";
@@ -76,9 +78,26 @@ async function expectNothingPending(client: LineClient, online: number) {
 }
 
 Deno.test("chat: the built-in chat protocol is registered by name", () => {
-  assert.equal(builtinProtocols.chat, chatProtocol);
-  assert.equal(chatProtocol.name, "chat");
-  assert.equal(chatProtocol.maxQueuedBytes, 1024 * 1024);
+  const chat = builtinProtocols.chat();
+  assert.equal(chat.name, "chat");
+  assert.equal(chat.maxQueuedBytes, 1024 * 1024);
+});
+
+Deno.test("chat: two servers started from the built-in chat protocol have rooms of their own", async () => {
+  await using first = await startServer({
+    port: 0,
+    protocol: builtinProtocols.chat(),
+  });
+  await using second = await startServer({
+    port: 0,
+    protocol: builtinProtocols.chat(),
+  });
+  using alice = await LineClient.connect(first.addr.port);
+  assert.equal(await alice.readLine(), "<welcome: you are guest1>");
+  using bob = await LineClient.connect(second.addr.port);
+  assert.equal(await bob.readLine(), "<welcome: you are guest1>");
+  // alice heard nothing of bob, and is alone in her room.
+  assert.deepEqual(await ask(alice, "/who", 2), ["* 1 online", "* guest1"]);
 });
 
 Deno.test("chat: a newcomer is welcomed as guest<N>, the others hear it join", async () => {
@@ -146,6 +165,29 @@ Deno.test("chat: a line goes to every other member, never back to its sender; an
     assert.equal(await alice.readLine(), "guest3: from carol");
     assert.equal(await bob.readLine(), "guest3: from carol");
     await expectNothingPending(carol, 3);
+  });
+});
+
+Deno.test("chat: a relayed line cannot pass for a server line: control characters and line separators become U+FFFD", async () => {
+  await withChat({}, async (harness) => {
+    const room: LineClient[] = [];
+    const alice = await join(harness, room, "guest1");
+    const bob = await join(harness, room, "guest2");
+    const sent = [
+      "hi\r* guest1 left",
+      "\x1b[2J\x1b[31mred",
+      "nul\x00 bell\x07 tab\tkept",
+      "del\x7f c1\u0085\u009b\u009f end",
+      "ls\u2028ps\u2029 nbsp\u00a0 ok",
+    ];
+    await bob.send(sent.map((line) => `${line}\n`).join(""));
+    assert.deepEqual(await alice.readLines(sent.length), [
+      "guest2: hi\ufffd* guest1 left",
+      "guest2: \ufffd[2J\ufffd[31mred",
+      "guest2: nul\ufffd bell\ufffd tab\tkept",
+      "guest2: del\ufffd c1\ufffd\ufffd\ufffd end",
+      "guest2: ls\ufffdps\ufffd nbsp\u00a0 ok",
+    ]);
   });
 });
 
@@ -516,6 +558,85 @@ Deno.test("chat: a member that never reads is disconnected as slow_consumer; the
       `memory grew by ${peak - baseline} bytes while ${sent} bytes were sent`,
     );
   });
+});
+
+/** Reads lines from `conn` at most `bytesPerTick` every `tickMs`, as a slow link would. */
+async function* readPaced(
+  conn: Deno.Conn,
+  bytesPerTick: number,
+  tickMs: number,
+): AsyncGenerator<string> {
+  const buffer = new Uint8Array(bytesPerTick);
+  const decoder = new TextDecoder();
+  let partial = "";
+  while (true) {
+    const n = await withTimeout(conn.read(buffer), WAIT_MS, "paced read");
+    if (n === null) throw new Error("The paced reader was disconnected");
+    const lines = (partial + decoder.decode(buffer.subarray(0, n))).split(
+      "\r\n",
+    );
+    partial = lines.pop()!;
+    yield* lines;
+    await delay(tickMs);
+  }
+}
+
+Deno.test("chat: a flooding sender is slowed to the pace of the members still reading; none of them is disconnected", async () => {
+  // The server runs in a process of its own, so that it can outpace the
+  // readers (in this process it would share their event loop).
+  await using server = await startWithAdmin(["--protocol", "chat"]);
+  const harness = {
+    connect: () => LineClient.connect(server.port),
+  } as Harness;
+  const room: LineClient[] = [];
+  try {
+    const sender = await join(harness, room, "guest1");
+    const fast = [
+      await join(harness, room, "guest2"),
+      await join(harness, room, "guest3"),
+    ];
+    const paced = await join(harness, room, "guest4");
+    const payload = "z".repeat(100);
+    const linesPerWrite = 1000; // about 100 KB per write
+    const writes = 80; // 8 MB for each reader, 8 times its bound
+    const total = writes * linesPerWrite;
+    const expected = (i: number) => `guest1: ${i} ${payload}`;
+    const flooding = (async () => {
+      for (let written = 0; written < writes; written++) {
+        const first = written * linesPerWrite;
+        await sender.send(
+          Array.from(
+            { length: linesPerWrite },
+            (_, i) => `${first + i} ${payload}\n`,
+          ).join(""),
+        );
+      }
+    })();
+    const readFast = async (reader: LineClient) => {
+      const bulk = new BulkReader(reader.conn);
+      for (let i = 0; i < total; i++) {
+        const line = await bulk.readLine(WAIT_MS);
+        if (line !== expected(i)) assert.fail(`line ${i}: ${line}`);
+      }
+    };
+    // About 12 MB/s: slower than the flood, but reading.
+    const readSlowly = async () => {
+      let i = 0;
+      for await (const line of readPaced(paced.conn, 128 * 1024, 10)) {
+        if (line !== expected(i)) assert.fail(`line ${i}: ${line}`);
+        if (++i === total) return;
+      }
+    };
+    await Promise.all([...fast.map(readFast), readSlowly()]);
+    await withTimeout(flooding, WAIT_MS, "the flood to be written");
+    const { samples } = await scrapeMetrics(server.adminPort);
+    assert.equal(
+      samples.get('lineserver_errors_total{kind="slow_consumer"}'),
+      0,
+    );
+  } finally {
+    for (const client of room) client.close();
+  }
 });
 
 Deno.test("chat: on shutdown every member gets the shutdown line and no left lines", async () => {

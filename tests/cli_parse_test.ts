@@ -41,7 +41,65 @@ Deno.test("cli: the defaults are the contract's", () => {
     tlsCert: undefined,
     tlsKey: undefined,
     adminPort: undefined,
+    proxyProtocolFrom: undefined,
+    chat: undefined,
   });
+});
+
+Deno.test("cli: --chat-redis takes a redis:// URL, with --protocol chat only; --chat-room names the room", () => {
+  const chat = ["--protocol", "chat", "--chat-redis"];
+  for (
+    const url of [
+      "redis://127.0.0.1:6379",
+      "redis://cache.internal",
+      "redis://:secret@cache:6380/2",
+      "redis://[::1]:6379",
+    ]
+  ) {
+    assert.equal(options([...chat, url]).chat?.url, url);
+  }
+  assert.equal(options([...chat, "redis://h:1"]).chat?.room, "lobby");
+  assert.equal(
+    options([...chat, "redis://h:1", "--chat-room", "ops.team-2"]).chat?.room,
+    "ops.team-2",
+  );
+  for (
+    const url of [
+      "127.0.0.1:6379",
+      "rediss://h:6379",
+      "http://h:6379",
+      "redis://",
+      "redis://h:99999",
+      "redis://h:port",
+      "redis://h:6379/x",
+      "redis://h:6379?db=1",
+    ]
+  ) {
+    assert.match(
+      error([...chat, url]),
+      /--chat-redis.*redis:\/\/HOST:PORT/,
+      url,
+    );
+  }
+  assert.match(
+    error(["--chat-redis", "redis://h:1"]),
+    /--chat-redis needs --protocol chat/,
+  );
+  assert.match(
+    error(["--protocol", "echo", "--chat-redis", "redis://h:1"]),
+    /--chat-redis needs --protocol chat/,
+  );
+  assert.match(
+    error(["--protocol", "chat", "--chat-room", "x"]),
+    /--chat-room needs --chat-redis/,
+  );
+  for (const room of ["", "a b", "x".repeat(65), "caf\u00e9", "a:b"]) {
+    assert.match(
+      error([...chat, "redis://h:1", "--chat-room", room]),
+      /--chat-room/,
+      room,
+    );
+  }
 });
 
 Deno.test("cli: timeouts take fractions of a second; 0 turns idle timeout off", () => {
@@ -277,6 +335,8 @@ Deno.test("cli: the new options reach startServer's options under their names", 
       "--max-connections-per-ip",
       "7",
       "--proxy-protocol",
+      "--proxy-protocol-from",
+      "10.0.0.0/8,::1",
     ])),
     {
       hostname: "127.0.0.1",
@@ -288,6 +348,21 @@ Deno.test("cli: the new options reach startServer's options under their names", 
       lineTimeoutMs: 2500,
       maxConnectionsPerIp: 7,
       proxyProtocol: true,
+      proxyProtocolFrom: "10.0.0.0/8,::1",
     },
   );
+});
+
+Deno.test("cli: --proxy-protocol-from takes address ranges, with --proxy-protocol only", () => {
+  assert.match(
+    error(["--proxy-protocol-from", "10.0.0.0/8"]),
+    /--proxy-protocol-from needs --proxy-protocol/,
+  );
+  for (const bad of ["10.0.0.0/33", "10.0.0", "", "example.com/8"]) {
+    assert.match(
+      error(["--proxy-protocol", "--proxy-protocol-from", bad]),
+      /Invalid value for --proxy-protocol-from: expected addresses or CIDR ranges/,
+      bad,
+    );
+  }
 });

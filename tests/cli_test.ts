@@ -127,6 +127,11 @@ const BAD_ARGS: { args: string[]; names: string }[] = [
   { args: ["--host", "999.1.1.1"], names: "--host" },
   { args: ["--port", "0", "--port", "0"], names: "--port" },
   { args: ["--shutdown-timeout", "0"], names: "--shutdown-timeout" },
+  { args: ["--chat-redis", "redis://127.0.0.1:1"], names: "--chat-redis" },
+  {
+    args: ["--protocol", "chat", "--chat-redis", "tcp://127.0.0.1:1"],
+    names: "chat-redis",
+  },
 ];
 
 for (const { args, names } of BAD_ARGS) {

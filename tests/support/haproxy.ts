@@ -60,17 +60,18 @@ export class HaproxyProcess {
   }
 
   /**
-   * Starts HAProxy in the foreground with `deploy/haproxy.cfg` and the given
-   * environment (the `${NAME-default}` variables the file documents), and
-   * waits until its stats page answers.
+   * Starts HAProxy in the foreground with `config` (default
+   * `deploy/haproxy.cfg`) and the given environment (the `${NAME-default}`
+   * variables the file documents), and waits until its stats page answers.
    */
   static async start(
     env: Record<string, string>,
     statsPort: number,
     timeoutMs = 10000,
+    config = HAPROXY_CONFIG,
   ): Promise<HaproxyProcess> {
     const child = new Deno.Command("haproxy", {
-      args: ["-db", "-f", HAPROXY_CONFIG],
+      args: ["-db", "-f", config],
       env: { ...env, LINESERVER_HAPROXY_STATS: `127.0.0.1:${statsPort}` },
       stdin: "null",
       stdout: "piped",
