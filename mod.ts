@@ -75,3 +75,16 @@ export {
   type NotAdmittedOutcome,
   ServerMetrics,
 } from "./src/metrics.ts";
+export {
+  LineClient,
+  type LineClientOptions,
+  type ReadOptions,
+} from "./src/line_client.ts";
+export {
+  LineClientError,
+  type LineClientErrorCode,
+} from "./src/client_error.ts";
+export {
+  type ClientTlsOptions,
+  type RetryOptions,
+} from "./src/client_connect.ts";

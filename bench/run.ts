@@ -24,6 +24,8 @@
  *   e  the same at 5000 connections
  *   d  server RSS per idle connection, 5000 connections held after the welcome
  *   w  a and b with `--workers 2` against `--workers 1`, both on CPUs 0-1
+ *   k  the client library beside Node's `net`: request/response, pipelined,
+ *      bulk push (client_scenario.ts)
  *
  * Every reply is checked byte for byte; any mismatch or connection error, or
  * a failed calibration, makes the exit code 1. Targets missed are reported,
@@ -70,10 +72,11 @@ import {
   type Settings,
 } from "./scenarios.ts";
 import { cleanUp, type ServerKind } from "./servers.ts";
+import { clientTable, runClientScenario } from "./client_scenario.ts";
 import { calculatorPool, fairnessPool } from "./traffic.ts";
 
 const PIPELINE_DEPTH = 32;
-const SCENARIOS = ["a", "b", "c", "d", "e", "w"];
+const SCENARIOS = ["a", "b", "c", "d", "e", "w", "k"];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -86,7 +89,7 @@ export interface Options extends Settings {
 
 const USAGE = `usage: deno task bench [options]
   --quick                 a short smoke run (1-2 s windows)
-  --scenario LIST         comma-separated, from a,b,c,d,e,w (default all)
+  --scenario LIST         comma-separated, from a,b,c,d,e,w,k (default all)
   --duration S            measuring window of a, b, w (default 6)
   --warmup S              warm-up of a, b, w (default 1)
   --fair-duration S       measuring window of c, e and the calibration (default 8)
@@ -277,6 +280,9 @@ function budgetMs(rows: LoadScenario[], options: Options): number {
   if (options.scenarios.has("d")) {
     seconds += IDLE_SERVERS.length * (10 + options.idleConnections / 250);
   }
+  if (options.scenarios.has("k")) {
+    seconds += 6 * (options.warmupS + options.durationS + 10);
+  }
   return seconds * 1000;
 }
 
@@ -346,6 +352,10 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
     }
   }
 
+  const client = options.scenarios.has("k")
+    ? await runClientScenario(options)
+    : undefined;
+
   const summary = summarize({ loads, idle }, {
     processors,
     cpuModel: await cpuModel(),
@@ -355,9 +365,14 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
     calc: calculatorPool(),
     started,
   });
-  const notWritten = printReport(summary, options.jsonOnly);
+  if (client !== undefined && !options.jsonOnly) {
+    console.log(clientTable(client) + "\n");
+  }
+  // Scenario k's rows ride along in the JSON under "client".
+  const withClient = { ...summary, client };
+  const notWritten = printReport(withClient, options.jsonOnly);
   if (notWritten) progress(notWritten);
-  return summary.ok ? 0 : 1;
+  return summary.ok && !client?.failed ? 0 : 1;
 }
 
 if (import.meta.main) {

@@ -247,7 +247,19 @@ export async function startServer(
   calc: CalcOptions,
 ): Promise<Started> {
   const { argv, tlsCa } = await commandLine(spec, calc);
-  const child = new ServerChild([...pinPrefix(spec.cpus), ...argv], ROOT);
+  return { child: await startCommand(argv, spec.cpus), tlsCa };
+}
+
+/**
+ * Starts a server from its command line (from the repository root, on
+ * `cpus`), tracked like the others so that {@linkcode cleanUp} stops it, and
+ * waits for the `listening on HOST:PORT` line on its stderr.
+ */
+export async function startCommand(
+  argv: string[],
+  cpus: string,
+): Promise<ServerChild> {
+  const child = new ServerChild([...pinPrefix(cpus), ...argv], ROOT);
   live.servers.add(child);
   try {
     await child.listening(START_TIMEOUT_MS);
@@ -255,7 +267,7 @@ export async function startServer(
     await stopServer(child);
     throw error;
   }
-  return { child, tlsCa };
+  return child;
 }
 
 /** Numbers from a server that died mid-window would be meaningless. */

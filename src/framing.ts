@@ -165,6 +165,12 @@ export class FrameDecoder {
   #own: Uint8Array | null = null;
   #ownStart = 0;
   #ownEnd = 0;
+  /**
+   * Custom terminator: how many kept bytes (from `#ownStart`) are known not
+   * to begin a terminator, so that a search resumes there instead of going
+   * over a long frame again at every read.
+   */
+  #searched = 0;
   /** Dropping the rest of a frame already answered as too long. */
   #discarding = false;
   /** Length of the raw frame asked for with readBytes, or -1. */
@@ -443,7 +449,12 @@ export class FrameDecoder {
     }
     while (this.#ownEnd > this.#ownStart) {
       const own = this.#own!;
-      const at = indexOfBytes(own, terminator, this.#ownStart, this.#ownEnd);
+      const at = indexOfBytes(
+        own,
+        terminator,
+        this.#ownStart + this.#searched,
+        this.#ownEnd,
+      );
       if (at >= 0) {
         const frame = own.subarray(this.#ownStart, at);
         this.#consumeOwn(at + terminator.length);
@@ -465,6 +476,10 @@ export class FrameDecoder {
           return LINE_TOO_LONG;
         }
       }
+      this.#searched = Math.max(
+        0,
+        this.#ownEnd - this.#ownStart - (terminator.length - 1),
+      );
       break;
     }
     return this.#ended && !this.#discarding ? this.#finalFragment() : undefined;
@@ -502,10 +517,12 @@ export class FrameDecoder {
 
   #consumeOwn(to: number) {
     this.#ownStart = to;
+    this.#searched = 0;
     if (this.#ownStart === this.#ownEnd) this.#clearOwn();
   }
 
   #clearOwn() {
+    this.#searched = 0;
     this.#ownStart = 0;
     this.#ownEnd = 0;
     if (this.#own !== null && this.#own.length > RETAINED_BUFFER_BYTES) {
@@ -523,11 +540,14 @@ function indexOfBytes(
 ): number {
   const first = needle[0];
   const last = to - needle.length;
-  for (let i = haystack.indexOf(first, from); i >= 0 && i <= last;) {
+  // Only up to `to`: past it lies the unused rest of a grown buffer, which
+  // indexOf would otherwise search through at every read.
+  const region = haystack.subarray(0, to);
+  for (let i = region.indexOf(first, from); i >= 0 && i <= last;) {
     let j = 1;
-    while (j < needle.length && haystack[i + j] === needle[j]) j++;
+    while (j < needle.length && region[i + j] === needle[j]) j++;
     if (j === needle.length) return i;
-    i = haystack.indexOf(first, i + 1);
+    i = region.indexOf(first, i + 1);
   }
   return -1;
 }

@@ -256,6 +256,26 @@ Deno.test("framing: a custom terminator frame over the limit is answered once an
   assertAllSplits(bytes("1234<>"), ["1234"], { terminator, max });
 });
 
+Deno.test("framing: a long frame with a custom terminator is searched once, not again at every read", () => {
+  // 4 MiB in 1 KiB reads: searching the whole frame again at every read
+  // would go over 8 GiB; once is 4 MiB.
+  const terminator = "\r<--EOM-->\r";
+  const frameBytes = 4 * 1024 * 1024;
+  const decoder = new FrameDecoder({ terminator, maxFrameBytes: frameBytes });
+  const read = new Uint8Array(1024).fill(0x61);
+  const started = performance.now();
+  for (let sent = 0; sent < frameBytes; sent += read.length) {
+    decoder.push(read);
+    assert.equal(decoder.next(), undefined);
+    decoder.release();
+  }
+  decoder.push(bytes("\r<--EOM", "-->\r"));
+  const frame = decoder.next();
+  const elapsed = performance.now() - started;
+  assert.equal(typeof frame === "string" && frame.length, frameBytes);
+  assert.ok(elapsed < 2000, `framing 4 MiB took ${Math.round(elapsed)} ms`);
+});
+
 Deno.test("framing: readBytes takes the next N bytes raw, then lines again", () => {
   const input = bytes("set 5\r\n", [0x0a, 0xff, 0x0d, 0x00, 0x41], "get\n");
   const run = (chunks: Uint8Array[]) => {

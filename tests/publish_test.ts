@@ -1,6 +1,6 @@
 /**
- * What `deno publish` would ship: the library and the command (mod.ts,
- * protocol.ts, server.ts, signals.ts, src/), the licence, the README and
+ * What `deno publish` would ship: the library and the commands (mod.ts,
+ * protocol.ts, server.ts, client.ts, signals.ts, src/), the licence, the README and
  * deno.json; never the tests, the benchmark, deployment examples, CI or
  * build output. Checked with `deno publish --dry-run`, which needs no
  * network and uploads nothing.
@@ -33,7 +33,7 @@ async function dryRunFiles(): Promise<string[]> {
   );
 }
 
-Deno.test("publish: only the library, the command, its docs, LICENSE, README.md and deno.json ship", async () => {
+Deno.test("publish: only the library, the commands, their docs, LICENSE, README.md and deno.json ship", async () => {
   const files = await dryRunFiles();
   for (
     const expected of [
@@ -43,6 +43,7 @@ Deno.test("publish: only the library, the command, its docs, LICENSE, README.md 
       "mod.ts",
       "protocol.ts",
       "server.ts",
+      "client.ts",
       "signals.ts",
       "src/cli.ts",
       "src/cluster_worker.ts",
@@ -53,7 +54,7 @@ Deno.test("publish: only the library, the command, its docs, LICENSE, README.md 
     assert.ok(files.includes(expected), `${expected} not in ${files}`);
   }
   const stray = files.filter((file) =>
-    !/^(mod|protocol|server|signals)\.ts$|^src\/|^docs\/[a-z-]+\.md$|^(LICENSE|README\.md|deno\.json)$/
+    !/^(mod|protocol|server|client|signals)\.ts$|^src\/|^docs\/[a-z-]+\.md$|^(LICENSE|README\.md|deno\.json)$/
       .test(file)
   );
   assert.deepEqual(stray, [], "files that should not ship");

@@ -1,12 +1,14 @@
 /**
- * A fast reader of CRLF lines for tests that receive megabytes of them
- * (`LineClient` copies its buffer on every line, which is fine for replies
- * but not for floods).
+ * A fast reader of CRLF lines for tests that receive megabytes of them from
+ * a raw connection (`LineClient` copies its buffer on every line, which is
+ * fine for replies but not for floods). Lines are cut by the project's own
+ * framer, exactly at CRLF.
  *
  * @module
  */
 import { DEFAULT_READ_TIMEOUT_MS } from "./line_client.ts";
 import { withTimeout } from "./deadline.ts";
+import { FrameDecoder } from "../../src/framing.ts";
 
 /**
  * Reads a connection's lines, decoded as UTF-8, without their CRLF. Use it
@@ -15,11 +17,11 @@ import { withTimeout } from "./deadline.ts";
  */
 export class BulkReader {
   readonly #conn: Deno.Conn;
-  readonly #decoder = new TextDecoder();
   readonly #buffer = new Uint8Array(64 * 1024);
-  #lines: string[] = [];
-  #next = 0;
-  #partial = "";
+  readonly #decoder = new FrameDecoder({
+    terminator: "\r\n",
+    maxFrameBytes: 1024 * 1024,
+  });
 
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
@@ -27,7 +29,11 @@ export class BulkReader {
 
   /** The next line; fails if the connection ends first, or after `timeoutMs`. */
   async readLine(timeoutMs = DEFAULT_READ_TIMEOUT_MS): Promise<string> {
-    while (this.#next === this.#lines.length) {
+    while (true) {
+      const frame = this.#decoder.next();
+      if (typeof frame === "string") return frame;
+      if (frame !== undefined) throw new Error("A line over 1 MiB arrived");
+      this.#decoder.release();
       const n = await withTimeout(
         this.#conn.read(this.#buffer),
         timeoutMs,
@@ -35,17 +41,10 @@ export class BulkReader {
       );
       if (n === null) {
         throw new Error(
-          `Connection ended before a full line; got ${
-            JSON.stringify(this.#partial)
-          }`,
+          `Connection ended before a full line (${this.#decoder.bufferedBytes} bytes of it arrived)`,
         );
       }
-      const text = this.#partial +
-        this.#decoder.decode(this.#buffer.subarray(0, n), { stream: true });
-      this.#lines = text.split("\r\n");
-      this.#partial = this.#lines.pop()!;
-      this.#next = 0;
+      this.#decoder.push(this.#buffer.subarray(0, n));
     }
-    return this.#lines[this.#next++];
   }
 }

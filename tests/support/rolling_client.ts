@@ -11,7 +11,8 @@
  */
 import assert from "node:assert/strict";
 import { BYE, product, sum, WELCOME } from "./calc_replies.ts";
-import { delay, withTimeout } from "./deadline.ts";
+import { delay } from "./deadline.ts";
+import { LineClient, LineClientError } from "../../mod.ts";
 import { SHUTTING_DOWN } from "./hardening.ts";
 
 /** Requests a client keeps unanswered at most. */
@@ -45,47 +46,22 @@ function request(k: number): { line: string; reply: string } {
   };
 }
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-/** Reply lines from one connection; `null` at EOF (a reset counts as EOF). */
-class ReplyReader {
-  #conn: Deno.Conn;
-  #pending = "";
-  #eof = false;
-
-  constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-  }
-
-  async next(timeoutMs: number): Promise<string | null> {
-    while (true) {
-      const crlf = this.#pending.indexOf("\r\n");
-      if (crlf >= 0) {
-        const line = this.#pending.slice(0, crlf);
-        this.#pending = this.#pending.slice(crlf + 2);
-        return line;
-      }
-      if (this.#eof) {
-        if (this.#pending !== "") {
-          // A reply cut short by the close: treat it as not received.
-          this.#pending = "";
-        }
-        return null;
-      }
-      const buffer = new Uint8Array(16384);
-      let n: number | null;
-      try {
-        n = await withTimeout(this.#conn.read(buffer), timeoutMs, "a reply");
-      } catch (error) {
-        if (!(error instanceof Deno.errors.ConnectionReset)) throw error;
-        n = null;
-      }
-      if (n === null) this.#eof = true;
-      else {this.#pending += decoder.decode(buffer.subarray(0, n), {
-          stream: true,
-        });}
-    }
+/**
+ * The next reply line, or null once the connection has ended (closed,
+ * reset, or cut in the middle of a reply, which then counts as not
+ * received). Waiting longer than `timeoutMs` fails the test.
+ */
+async function nextReply(
+  client: LineClient,
+  timeoutMs: number,
+): Promise<string | null> {
+  try {
+    return await client.readLine({ timeoutMs });
+  } catch (error) {
+    const ended = error instanceof LineClientError &&
+      (error.code === "closed" || error.code === "reset");
+    if (ended) return null;
+    throw error;
   }
 }
 
@@ -115,7 +91,7 @@ export class RollingClient {
   #next = 0;
   #stopping = false;
   #killed = false;
-  #conn: Deno.Conn | undefined;
+  #client: LineClient | undefined;
 
   constructor(readonly id: number, readonly port: number) {
     this.done = this.#run();
@@ -134,11 +110,7 @@ export class RollingClient {
   /** End now (cleanup after a failure). */
   kill(): void {
     this.#killed = true;
-    try {
-      this.#conn?.close();
-    } catch {
-      // Already closed.
-    }
+    this.#client?.close();
   }
 
   async #run(): Promise<void> {
@@ -150,31 +122,28 @@ export class RollingClient {
 
   /** One connection; true once `quit` has been answered. */
   async #session(): Promise<boolean> {
-    const conn = await withTimeout(
-      Deno.connect({ hostname: "127.0.0.1", port: this.port }),
-      2000,
-      `client ${this.id} connecting to HAProxy`,
-    );
-    this.#conn = conn;
-    this.localPorts.push((conn.localAddr as Deno.NetAddr).port);
+    const client = await LineClient.connect({
+      port: this.port,
+      connectTimeoutMs: 2000,
+      // Replies are framed exactly at CRLF: a reply without it, or with a
+      // stray LF, would not match.
+      terminator: "\r\n",
+    });
+    this.#client = client;
+    this.localPorts.push(client.localPort);
     try {
-      return await this.#converse(conn);
+      return await this.#converse(client);
     } catch (error) {
       if (this.#killed) return true;
       throw error;
     } finally {
-      this.#conn = undefined;
-      try {
-        conn.close();
-      } catch {
-        // Closed by kill().
-      }
+      this.#client = undefined;
+      await client.close();
     }
   }
 
-  async #converse(conn: Deno.Conn): Promise<boolean> {
-    const replies = new ReplyReader(conn);
-    const welcome = await replies.next(5000);
+  async #converse(client: LineClient): Promise<boolean> {
+    const welcome = await nextReply(client, 5000);
     if (welcome === null) {
       this.noBackend++;
       return false;
@@ -189,27 +158,26 @@ export class RollingClient {
       k: null,
       reply: `<switching to ${mode} mode>`,
     }];
-    let out = `${mode}\n`;
+    const out: string[] = [mode];
     let quitSent = false;
     let writable = true;
     while (true) {
       if (!this.#stopping && inflight.length <= WINDOW / 2) {
         while (inflight.length < WINDOW) {
           const { line, reply } = request(this.#next);
-          out += `${line}\n`;
+          out.push(line);
           inflight.push({ k: this.#next++, reply });
         }
       } else if (this.#stopping && !quitSent && inflight.length === 0) {
-        out += "quit\n";
+        out.push("quit");
         inflight.push({ k: null, reply: BYE });
         quitSent = true;
       }
-      if (out !== "" && writable) {
-        writable = await this.#write(conn, out);
-        out = "";
+      if (out.length > 0 && writable) {
+        writable = await this.#write(client, out.splice(0));
         await delay(PACE_MS);
       }
-      const line = await replies.next(5000);
+      const line = await nextReply(client, 5000);
       if (line === null) {
         this.abrupt++;
         return false;
@@ -217,7 +185,7 @@ export class RollingClient {
       if (line === SHUTTING_DOWN) {
         this.notices++;
         assert.equal(
-          await replies.next(5000),
+          await nextReply(client, 5000),
           null,
           `client ${this.id}: data after ${SHUTTING_DOWN}`,
         );
@@ -239,7 +207,7 @@ export class RollingClient {
       }
       if (quitSent && inflight.length === 0) {
         assert.equal(
-          await replies.next(5000),
+          await nextReply(client, 5000),
           null,
           `client ${this.id}: data after quit`,
         );
@@ -248,17 +216,13 @@ export class RollingClient {
     }
   }
 
-  /** Writes all of `text`; false if the connection is gone. */
-  async #write(conn: Deno.Conn, text: string): Promise<boolean> {
-    let bytes = encoder.encode(text);
+  /** Sends `lines` in one write; false if the connection is gone. */
+  async #write(client: LineClient, lines: string[]): Promise<boolean> {
     try {
-      while (bytes.length > 0) bytes = bytes.subarray(await conn.write(bytes));
+      await client.send(...lines);
       return true;
     } catch (error) {
-      if (
-        error instanceof Deno.errors.BrokenPipe ||
-        error instanceof Deno.errors.ConnectionReset
-      ) return false;
+      if (error instanceof LineClientError) return false;
       throw error;
     }
   }
