@@ -240,6 +240,7 @@ for (const bad of BAD_REPLIES) {
         assert.equal(await victim.readLine(), "before");
         await victim.send(`${bad.command}\n`);
         assert.equal(await victim.readToEnd(WAIT_MS), bad.received);
+        victim.close(); // the server need not wait for our FIN
         await waitFor(
           "the faulty connection to be counted",
           () => server.metrics.connectionsClosed.fault === 1,
@@ -339,6 +340,7 @@ Deno.test("session API: the reply of the reply() call that closes the connection
     // A request pipelined after the closing one is never answered.
     await client.send("reply-then-close\necho too late\n");
     assert.equal(await client.readToEnd(WAIT_MS), "last words\r\nbye\r\n");
+    client.close();
     await waitFor(
       "the connection to end as quit",
       () => server.metrics.connectionsClosed.quit === 1,
