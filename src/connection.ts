@@ -395,8 +395,9 @@ export class Connection implements LineConnection {
   onBytes(bytes: Uint8Array): boolean {
     if (this.#state !== "open") return true; // closing: input is dropped
     this.#config.metrics.received(bytes.length);
-    // Any byte, even part of a line, restarts the idle clock.
-    this.#config.idle?.start(this);
+    // Any byte, even part of a line, restarts the idle clock (stopped while
+    // a reply is computed: the client waits for us then).
+    if (this.#wait !== "reply") this.#config.idle?.start(this);
     const decoder = this.#decoder ??= new FrameDecoder(this.#config.framing);
     decoder.push(bytes);
     this.#inRead = true;
@@ -406,8 +407,20 @@ export class Connection implements LineConnection {
       this.#inRead = false;
     }
     if (this.#state === "open") decoder.release();
-    this.#reading = this.#state !== "open" || this.#wait === undefined;
+    this.#reading = this.#state !== "open" || this.#wait === undefined ||
+      this.#readsWhileReplying();
     return this.#reading;
+  }
+
+  /**
+   * While a reply is computed the socket is still read, as long as nothing
+   * waits in the decoder: a socket that is not read reports neither a reset
+   * nor a FIN, and a client that has gone must not hold its slot until the
+   * reply timeout. Bytes that arrive meanwhile stop the reading (one read
+   * at most is kept).
+   */
+  #readsWhileReplying(): boolean {
+    return this.#wait === "reply" && this.#decoder?.bufferedBytes === 0;
   }
 
   #onEnd() {
@@ -614,10 +627,12 @@ export class Connection implements LineConnection {
   #waitFor(wait: Exclude<Wait, undefined>) {
     this.#wait = wait;
     this.#flush();
-    // Inside onBytes its return value stops the reading.
-    if (this.#reading && !this.#inRead) {
-      this.#reading = false;
-      pauseReading(this.#stream);
+    // Inside onBytes its return value decides the reading.
+    const reading = this.#readsWhileReplying();
+    if (!this.#inRead && reading !== this.#reading) {
+      this.#reading = reading;
+      if (reading) resumeReading(this.#stream);
+      else pauseReading(this.#stream);
     }
     if (wait === "turn") {
       setTimeout(() => {

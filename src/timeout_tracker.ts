@@ -95,17 +95,26 @@ export class TimeoutTracker<T> {
   }
 
   // The timer may fire for a target that has since been restarted or
-  // stopped; it then just re-arms for the oldest one left.
+  // stopped; it then just re-arms for the oldest one left. An `onExpire`
+  // that throws must not cost the other targets their timeouts: the sweep
+  // and the re-arming finish first, then the first error is thrown on, as
+  // from any timer's callback.
   #expire = () => {
     this.#timer = undefined;
     const now = this.#clock.now();
+    let failure: { error: unknown } | undefined;
     for (const [target, startedAt] of this.#startedAt) {
       if (startedAt + this.#timeoutMs > now) {
-        this.#arm(startedAt + this.#timeoutMs);
-        return;
+        if (this.#timer === undefined) this.#arm(startedAt + this.#timeoutMs);
+        break;
       }
       this.#startedAt.delete(target);
-      this.#onExpire(target);
+      try {
+        this.#onExpire(target);
+      } catch (error) {
+        failure ??= { error };
+      }
     }
+    if (failure !== undefined) throw failure.error;
   };
 }

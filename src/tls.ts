@@ -84,13 +84,20 @@ export function startTls(
       reject(new Error(reason));
     };
     const timer = setTimeout(() => fail("handshake timed out"), timeoutMs);
+    // A client that closes or resets before the handshake is done can never
+    // finish it. While node:tls has the socket, Deno 2.9 reports both as
+    // the TLS stream's 'end' alone (no 'error', no 'close', nothing on the
+    // socket itself), and half-open streams stay open after 'end'.
+    const onEnd = () => fail("the client left during the handshake");
     secure.once("secure", () => {
       clearTimeout(timer);
+      secure.off("end", onEnd);
       secure.removeAllListeners("error");
       secure.removeAllListeners("close");
       secure.pause();
       resolve(secure);
     });
+    secure.once("end", onEnd);
     secure.once("error", (error) => fail(error.message));
     secure.once("close", () => fail("closed during the handshake"));
   });

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
 import { delay, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { ServerProcess, startWithAdmin } from "./support/server_process.ts";
+import { scrapeMetrics } from "./support/admin_client.ts";
 import {
   connectGreeted,
   cpuSeconds,
@@ -112,6 +113,73 @@ Deno.test({
       for (const client of clients) client.close();
       const last = await flood;
       await last?.pending;
+      await server.stop();
+    }
+  },
+});
+
+// --- reply amplification -----------------------------------------------------
+
+Deno.test({
+  name:
+    "backpressure: 50 clients flooding empty lines (one error reply each) and never reading cost a bounded read each and little memory",
+  ignore: !hasProc(),
+  async fn() {
+    const server = await startWithAdmin(["--log-level", "warning"]);
+    const pid = server.child.pid;
+    const count = 50;
+    const conns: Deno.TcpConn[] = [];
+    const floods: Promise<FloodResult>[] = [];
+    try {
+      const baseline = await rssBytes(pid);
+      // Each 64 KiB of LF is 65,536 requests, each answered with a 48-byte
+      // error line: 3 MB of replies per read. The loopback's buffers take
+      // a few MB of them before a client that never reads is "full".
+      const chunk = new Uint8Array(64 * 1024).fill(10);
+      for (let i = 0; i < count; i++) {
+        const conn = await Deno.connect({ hostname: HOST, port: server.port });
+        conns.push(conn);
+        floods.push(floodUntilStalled(conn, chunk, {
+          limitBytes: 16 * MiB,
+          stallMs: 500,
+          maxMs: 8000,
+        }));
+      }
+      const results = await Promise.all(floods);
+      const unstalled = results.filter((result) => !result.stalled).length;
+      assert.equal(unstalled, 0, "clients whose flood the server kept reading");
+      // Memory taken while the server had every flood at hand.
+      let peak = baseline;
+      for (let i = 0; i < 4; i++) {
+        peak = Math.max(peak, await rssBytes(pid));
+        await delay(250);
+      }
+      const received = (await scrapeMetrics(server.adminPort)).samples.get(
+        "lineserver_bytes_received_total",
+      )!;
+      const growth = peak - baseline;
+      console.log(
+        `reply amplification: ${count} clients; server read ${
+          (received / count / 1024).toFixed(0)
+        } KiB per client; RSS growth ${(growth / MiB).toFixed(1)} MiB`,
+      );
+      // One read whose replies the loopback's buffers took in, then at most
+      // one more, read but not answered while the client reads nothing. (The
+      // old server read no more either: what it held is the difference.)
+      assert.ok(
+        received <= count * 3 * 64 * 1024,
+        `the server read ${received} bytes from ${count} clients`,
+      );
+      // Replies are produced only as fast as they are written: the old pump
+      // answered a whole read first, ~3 MB held per client (+268 MiB here).
+      assert.ok(
+        growth < 100 * MiB,
+        `server RSS grew by ${(growth / MiB).toFixed(1)} MiB`,
+      );
+      assert.equal(server.exited, undefined);
+    } finally {
+      for (const conn of conns) conn.close();
+      for (const result of await Promise.all(floods)) await result.pending;
       await server.stop();
     }
   },

@@ -63,3 +63,53 @@ Deno.test("timeout tracker: at most one timer is armed, however many targets", (
 Deno.test("timeout tracker: rejects a timeout that is not positive", () => {
   assert.throws(() => new TimeoutTracker(0, () => {}), RangeError);
 });
+
+Deno.test("timeout tracker: an onExpire that throws does not stop the other timeouts, due now or later", () => {
+  const clock = new ManualClock();
+  const expired: string[] = [];
+  const timeouts = new TimeoutTracker<string>(100, (target) => {
+    expired.push(`${target}@${clock.now()}`);
+    if (target === "throws") throw new Error("onExpire failed on purpose");
+  }, clock);
+  timeouts.start("first");
+  timeouts.start("throws");
+  timeouts.start("same deadline");
+  clock.advance(50);
+  timeouts.start("later");
+  // The error is not swallowed: it leaves the timer's callback, as an
+  // exception thrown by a timer's callback would, once every due target has expired.
+  assert.throws(() => clock.advance(50), /onExpire failed on purpose/);
+  assert.deepEqual(expired, [
+    "first@1100",
+    "throws@1100",
+    "same deadline@1100",
+  ]);
+  assert.equal(clock.timers.size, 1, "the timer is armed for the next target");
+  clock.advance(50);
+  assert.deepEqual(expired.slice(3), ["later@1150"]);
+  timeouts.start("after");
+  clock.advance(100);
+  assert.deepEqual(expired.slice(4), ["after@1250"]);
+});
+
+Deno.test("timeout tracker: an onExpire that restarts its target leaves one timer armed, none once stopped", () => {
+  const clock = new ManualClock();
+  const expired: string[] = [];
+  const timeouts = new TimeoutTracker<string>(100, (target) => {
+    expired.push(`${target}@${clock.now()}`);
+    timeouts.start(target);
+  }, clock);
+  timeouts.start("repeating");
+  clock.advance(50);
+  timeouts.start("other");
+  clock.advance(50);
+  assert.deepEqual(expired, ["repeating@1100"]);
+  assert.equal(clock.timers.size, 1);
+  timeouts.stop("repeating");
+  timeouts.stop("other");
+  assert.equal(
+    clock.timers.size,
+    0,
+    "no timer is left once nothing is tracked",
+  );
+});
