@@ -94,7 +94,7 @@ type State = "open" | "flushing" | "lingering" | "forcing" | "closed";
  */
 type Wait = "reply" | "turn" | "output" | undefined;
 
-/** The longest a connection computes replies before letting others run. */
+/** How long a connection may spend on its input (decoding, answering) before letting others run. */
 const TIME_SLICE_MS = 2;
 /** Output text written mid-batch once it reaches this many UTF-16 units. */
 const FLUSH_UNITS = 16 * 1024;
@@ -156,6 +156,8 @@ export class Connection implements LineConnection {
   #framesSinceLineStart = 0;
   #outcome: CloseReason = "peer_closed";
   #lines = 0;
+  /** Time spent on input since this connection last let the others run (ms). */
+  #busyMs = 0;
   #phaseTimer: ReturnType<typeof setTimeout> | undefined;
   #drainWaiters: DrainWaiter[] | undefined;
 
@@ -394,6 +396,7 @@ export class Connection implements LineConnection {
    */
   onBytes(bytes: Uint8Array): boolean {
     if (this.#state !== "open") return true; // closing: input is dropped
+    const started = performance.now();
     this.#config.metrics.received(bytes.length);
     // Any byte, even part of a line, restarts the idle clock (stopped while
     // a reply is computed: the client waits for us then).
@@ -402,7 +405,7 @@ export class Connection implements LineConnection {
     decoder.push(bytes);
     this.#inRead = true;
     try {
-      this.#pump();
+      this.#pump(started);
     } finally {
       this.#inRead = false;
     }
@@ -447,12 +450,12 @@ export class Connection implements LineConnection {
    * Answers the framed requests in order until they are done or the handler
    * must wait (a reply promise, its turn, the client's reading). Line
    * boundaries are where the end of input and a shutdown take effect.
+   * `started` is when the work began (a read counts its decoding).
    */
-  #pump(): void {
+  #pump(started = performance.now()): void {
     if (this.#state !== "open" || this.#wait !== undefined) return;
     const decoder = this.#decoder;
     const out = this.#out;
-    const sliceStart = Date.now();
     this.#pumping = true;
     try {
       while (decoder !== undefined) {
@@ -466,12 +469,17 @@ export class Connection implements LineConnection {
         if (this.#state !== "open" || this.#wait !== undefined) return;
         // Fairness: a batch of heavy lines (say, products of thousands of
         // numbers) must not hold the event loop while other clients wait.
-        // The clock is read every 16 lines, or after a long one, to keep
-        // its cost off the hot path of small pipelined lines.
+        // The slice counts from before the first line and carries over from
+        // one read to the next until the connection yields: the runtime
+        // hands over a busy socket's reads back to back (up to 32 of 64 KiB
+        // at a time, as libuv does), and with one long line per read a slice
+        // restarted at every read would never run out. The clock is read
+        // every 16 lines, or after a long one, to keep its cost off the hot
+        // path of small lines.
         if (
           ((this.#lines & 15) === 0 ||
             (frame !== LINE_TOO_LONG && frame.length > 256)) &&
-          Date.now() - sliceStart >= TIME_SLICE_MS
+          this.#busyMs + performance.now() - started >= TIME_SLICE_MS
         ) {
           return this.#waitFor("turn");
         }
@@ -479,6 +487,7 @@ export class Connection implements LineConnection {
     } finally {
       this.#pumping = false;
     }
+    this.#busyMs += performance.now() - started;
     if (this.#peerEnded) {
       return this.#config.draining()
         ? this.#beginClosing("shutdown", ServerReplies.shuttingDown)
@@ -634,7 +643,15 @@ export class Connection implements LineConnection {
       if (reading) resumeReading(this.#stream);
       else pauseReading(this.#stream);
     }
+    // A turn ends on a timer, not setImmediate or a microtask: Deno's event
+    // loop is one task that queues itself again while it has I/O or
+    // immediates to handle, and the runtime asks the kernel which other
+    // sockets have input only when that task goes idle (or every 61st run).
+    // Waiting on a timer with reading stopped lets it go idle, so a client
+    // whose line waits in the kernel is served before this connection's
+    // next turn.
     if (wait === "turn") {
+      this.#busyMs = 0;
       setTimeout(() => {
         if (this.#wait !== "turn") return;
         this.#wait = undefined;
