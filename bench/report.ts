@@ -9,6 +9,11 @@
  */
 import { placement, SERVER_CPU } from "./machine.ts";
 import type { IdleResult, LoadResult } from "./scenarios.ts";
+import {
+  heavyLinesFailures,
+  type HeavyLinesResult,
+  heavyLinesText,
+} from "./heavy_lines.ts";
 import { type ServerKind, SERVERS } from "./servers.ts";
 import type { Exchange } from "./traffic.ts";
 
@@ -47,6 +52,7 @@ const TARGETS = {
 export interface Measured {
   loads: LoadResult[];
   idle: IdleResult[];
+  heavy: HeavyLinesResult[];
 }
 
 /** The facts about the run that the JSON's `meta` records. */
@@ -126,7 +132,7 @@ function failuresOf(loads: LoadResult[], idle: IdleResult[]): string[] {
 
 /** The JSON document of the run; `meta.totalS` counts up to this moment. */
 export function summarize(measured: Measured, facts: RunFacts) {
-  const { loads, idle } = measured;
+  const { loads, idle, heavy } = measured;
   const byId = (id: string) => loads.find((r) => r.id === id);
   const meanBytes = (lines: string[]) =>
     lines.reduce((sum, l) => sum + l.length, 0) / lines.length;
@@ -277,7 +283,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
     ),
   };
 
-  const failures = failuresOf(loads, idle);
+  const failures = [...failuresOf(loads, idle), ...heavyLinesFailures(heavy)];
   if (calibration.met === false) {
     const other = usable(cal) && cal.otherCpu > 0.1
       ? `; other processes used ${
@@ -332,6 +338,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
     },
     scenarios: loads,
     idle,
+    heavyLines: heavy,
     failures,
     ok: failures.length === 0,
   };
@@ -571,6 +578,9 @@ function text(summary: Summary): string {
           w.requestResponse ?? "-"
         }, pipelined ${w.pipelined ?? "-"}`,
     );
+  }
+  if (summary.heavyLines.length > 0) {
+    out.push("", heavyLinesText(summary.heavyLines), "");
   }
   for (const r of summary.idle) {
     if (r.failed || r.skipped) {

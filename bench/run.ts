@@ -24,6 +24,8 @@
  *   e  the same at 5000 connections
  *   d  server RSS per idle connection, 5000 connections held after the welcome
  *   w  a and b with `--workers 2` against `--workers 1`, both on CPUs 0-1
+ *   h  one client pipelining 64 KB lines beside a bystander sending a line
+ *      every 50 ms: the bystander's reply times (heavy_lines.ts)
  *
  * Every reply is checked byte for byte; any mismatch or connection error, or
  * a failed calibration, makes the exit code 1. Targets missed are reported,
@@ -69,10 +71,16 @@ import {
   type Settings,
 } from "./scenarios.ts";
 import { cleanUp, type ServerKind } from "./servers.ts";
+import {
+  HEAVY_ROWS,
+  heavyLinesBudgetS,
+  type HeavyLinesResult,
+  runHeavyRow,
+} from "./heavy_lines.ts";
 import { calculatorPool, fairnessPool } from "./traffic.ts";
 
 const PIPELINE_DEPTH = 32;
-const SCENARIOS = ["a", "b", "c", "d", "e", "w"];
+const SCENARIOS = ["a", "b", "c", "d", "e", "w", "h"];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -85,9 +93,9 @@ export interface Options extends Settings {
 
 const USAGE = `usage: deno task bench [options]
   --quick                 a short smoke run (1 s windows, 1000 idle connections)
-  --scenario LIST         comma-separated, from a,b,c,d,e,w (default all)
-  --duration S            measuring window of a, b, w (default 6)
-  --warmup S              warm-up of a, b, w (default 1)
+  --scenario LIST         comma-separated, from a,b,c,d,e,w,h (default all)
+  --duration S            measuring window of a, b, w, h (default 6)
+  --warmup S              warm-up of a, b, w, h (default 1)
   --fair-duration S       measuring window of c, e and the calibration (default 8)
   --fair-warmup S         warm-up of c, e and the calibration (default 2)
   --client-workers N      generator Workers (default 1)
@@ -273,6 +281,7 @@ function budgetMs(rows: LoadScenario[], options: Options): number {
   if (options.scenarios.has("d")) {
     seconds += IDLE_SERVERS.length * (10 + options.idleConnections / 250);
   }
+  if (options.scenarios.has("h")) seconds += heavyLinesBudgetS(options);
   return seconds * 1000;
 }
 
@@ -342,7 +351,12 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
     }
   }
 
-  const summary = summarize({ loads, idle }, {
+  const heavy: HeavyLinesResult[] = [];
+  if (options.scenarios.has("h")) {
+    for (const row of HEAVY_ROWS) heavy.push(await runHeavyRow(row, options));
+  }
+
+  const summary = summarize({ loads, idle, heavy }, {
     processors,
     cpuModel: await cpuModel(),
     clientWorkers: options.clientWorkers,
