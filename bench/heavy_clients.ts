@@ -41,6 +41,8 @@ export type HeavyLoad = "product" | "ones" | "echo";
 /** The bystander's pace, and lineserver's bound on its every reply. */
 export const BYSTANDER_INTERVAL_MS = 50;
 export const BYSTANDER_TARGET_MS = 50;
+/** Room for unanswered bystander lines: 7 minutes of a server that answers none. */
+const BYSTANDER_MAX_UNANSWERED = 8192;
 /** Lines the heavy client keeps unanswered: 2 MiB, more than a socket buffers. */
 export const HEAVY_IN_FLIGHT = 32;
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -227,7 +229,7 @@ export class Bystander {
   #timer: ReturnType<typeof setInterval> | undefined;
   #lagMaxMs = 0;
 
-  private constructor(socket: net.Socket, pool: WirePool, maxSends: number) {
+  private constructor(socket: net.Socket, pool: WirePool) {
     this.#sink = {
       problems: noProblems(),
       reply: (_client, ms) => {
@@ -237,7 +239,7 @@ export class Bystander {
       },
     };
     this.#client = new LineClient(socket, pool, this.#sink, {
-      maxInFlight: maxSends,
+      maxInFlight: BYSTANDER_MAX_UNANSWERED,
       firstRequest: 0,
     });
   }
@@ -247,7 +249,6 @@ export class Bystander {
     host: string,
     port: number,
     speaks: Speaks,
-    maxSends: number,
   ): Promise<Bystander> {
     const socket = net.connect({ host, port });
     socket.setNoDelay(true);
@@ -255,7 +256,7 @@ export class Bystander {
       expectedFrom(speaks, fairnessPool()),
       speaks === "calc" ? CALC_WELCOME : null,
     );
-    const bystander = new Bystander(socket, pool, maxSends);
+    const bystander = new Bystander(socket, pool);
     const failed = new Promise<never>((_, reject) =>
       socket.once("error", reject)
     );

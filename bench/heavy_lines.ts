@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { pause } from "../src/deadline.ts";
 import {
   allowedCpus,
   cpuSample,
@@ -34,6 +35,7 @@ import type { Settings } from "./scenarios.ts";
 import {
   assertStillRunning,
   cleanUp,
+  type ServerChild,
   type ServerKind,
   SERVERS,
   startServer,
@@ -85,6 +87,8 @@ export interface HeavyLinesResult extends Problems {
   heavyLinesPerS: number;
   /** CPU time over wall time in the window (1.0 = one core). */
   serverCpu: number;
+  /** The same for this process: both clients. */
+  clientCpu: number;
   /** CPU used by other processes in the window, in cores. */
   otherCpu: number;
   /** The machine's 1-minute load average before the window. */
@@ -119,6 +123,7 @@ export async function runHeavyRow(
     bystander: null,
     heavyLinesPerS: 0,
     serverCpu: NaN,
+    clientCpu: NaN,
     otherCpu: NaN,
     loadAverage: NaN,
     serverExitCode: null,
@@ -135,7 +140,7 @@ export async function runHeavyRow(
   }
   let heavy: HeavyClient | undefined;
   let bystander: Bystander | undefined;
-  let server;
+  let server: ServerChild | undefined;
   try {
     server =
       (await startServer({ kind: row.server, cpus: SERVER_CPU }, settings.calc))
@@ -148,21 +153,19 @@ export async function runHeavyRow(
     );
     heavy = new HeavyClient(server.host, server.port, row.load);
     await heavy.expect("ready", 10_000);
-    const seconds = settings.warmupS + settings.durationS;
     bystander = await Bystander.connect(
       server.host,
       server.port,
       SERVERS[row.server].speaks,
-      Math.ceil(seconds * 1000 / BYSTANDER_INTERVAL_MS) + 16,
     );
     heavy.post({ type: "run" });
     bystander.start();
-    await pauseFor(settings.warmupS);
+    await pause(settings.warmupS * 1000);
     result.loadAverage = await loadAverage();
     const start = await cpuSample(tree);
     heavy.post({ type: "measure" });
     bystander.measure();
-    await pauseFor(settings.durationS);
+    await pause(settings.durationS * 1000);
     const end = await cpuSample(tree);
     result.bystander = bystander.stop();
     heavy.post({ type: "stop" });
@@ -172,12 +175,12 @@ export async function runHeavyRow(
     result.heavyLinesPerS = counts.lines / result.measuredS;
     const cores = (ticks: number) => ticks / ticksPerSecond / result.measuredS;
     result.serverCpu = cores(end.server - start.server);
+    result.clientCpu = cores(end.self - start.self);
     const busy = (sample: typeof start) =>
       sample.cores.reduce((total, core) => total + core.busy, 0);
     result.otherCpu = Math.max(
       0,
-      cores(busy(end) - busy(start)) - result.serverCpu -
-        cores(end.self - start.self),
+      cores(busy(end) - busy(start)) - result.serverCpu - result.clientCpu,
     );
     for (const problems of [counts, bystander.problems]) {
       result.errors += problems.errors;
@@ -197,10 +200,6 @@ export async function runHeavyRow(
     progress(`${row.id}: ${rowLine(result)}`);
   }
   return result;
-}
-
-function pauseFor(seconds: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 }
 
 // ---------------------------------------------------------------------------
@@ -247,6 +246,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
     "timer lag",
     "heavy lines/s",
     "srv CPU",
+    "client CPU",
     "other",
     "load",
   ];
@@ -266,6 +266,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
       ms(b?.timerLagMaxMs ?? NaN),
       b ? String(Math.round(r.heavyLinesPerS)) : "-",
       b ? `${Math.round(r.serverCpu * 100)}%` : "-",
+      b ? `${Math.round(r.clientCpu * 100)}%` : "-",
       b ? `${Math.round(r.otherCpu * 100)}%` : "-",
       Number.isFinite(r.loadAverage) ? r.loadAverage.toFixed(2) : "-",
     ];
