@@ -7,7 +7,8 @@
  * per batch of input. The handler stops reading while a reply is being
  * computed asynchronously or while the client is not reading what was
  * written (backpressure), so no client is buffered without bound, and a
- * batch of heavy lines yields to other connections every few milliseconds.
+ * connection that has spent a few milliseconds on its input lets the others
+ * run before it reads on.
  *
  * @module
  */
@@ -74,7 +75,7 @@ type State = "open" | "closing" | "closed";
 type Wait = "reply" | "turn" | undefined;
 
 const CRLF = "\r\n";
-/** The longest a connection computes replies before letting others run. */
+/** How long a connection may spend on its input (decoding, answering) before letting others run. */
 const TIME_SLICE_MS = 2;
 /** How long closing output may take to be written before the stream is destroyed. */
 const FINAL_FLUSH_MS = 1500;
@@ -114,6 +115,8 @@ export class Connection implements LineConnection {
   #peerEnded = false;
   #outcome: CloseReason = "peer_closed";
   #lines = 0;
+  /** Time spent on input since this connection last let the others run (ms). */
+  #busyMs = 0;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
   // An idle connection should cost little more than its socket: settings
@@ -279,6 +282,7 @@ export class Connection implements LineConnection {
 
   #onData(chunk: Uint8Array) {
     if (this.#state !== "open") return; // closing: input is dropped
+    const started = performance.now();
     const { idle, line, metrics } = this.#config;
     metrics.received(chunk.length);
     // Any byte, even part of a line, restarts the idle clock.
@@ -294,7 +298,7 @@ export class Connection implements LineConnection {
       if (!decoder.inLine) line.stop(this);
       else if (!wasInLine || this.#frames.length > framed) line.start(this);
     }
-    this.#pump();
+    this.#pump(started);
   }
 
   #onEnd() {
@@ -320,12 +324,12 @@ export class Connection implements LineConnection {
    * Answers the framed lines in order until they are done or the handler
    * must wait (a reply promise, its turn, the client's reading). Line
    * boundaries are where the end of input and a shutdown take effect.
+   * `started` is when the work began (a data event counts its decoding).
    */
-  #pump(): void {
+  #pump(started = performance.now()): void {
     if (this.#state !== "open" || this.#wait !== undefined) return;
     const session = this.#session!;
     const frames = this.#frames;
-    let sliceStart = 0;
     this.#pumping = true;
     try {
       while (this.#next < frames.length) {
@@ -354,12 +358,16 @@ export class Connection implements LineConnection {
         if (session.ended) return this.#beginClosing("quit");
         // Fairness: a batch of heavy lines (say, products of thousands of
         // numbers) must not hold the event loop while other clients wait.
-        // The clock is read every 16 lines, or after a long one, to keep
-        // its cost off the hot path of small pipelined lines.
+        // The slice counts from before the first line and carries over from
+        // one data event to the next until the connection yields: the
+        // runtime hands over a busy socket's chunks back to back (up to 32
+        // reads of 64 KiB at a time, as libuv does), one data event each, and
+        // with one long line per chunk a slice restarted at every event
+        // would never run out. The clock is read every 16 lines, or after a
+        // long one, to keep its cost off the hot path of small lines.
         if ((this.#lines & 15) === 0 || frame.length > 256) {
-          const now = Date.now();
-          if (sliceStart === 0) sliceStart = now;
-          else if (now - sliceStart >= TIME_SLICE_MS) return this.#yieldTurn();
+          const busyMs = this.#busyMs + performance.now() - started;
+          if (busyMs >= TIME_SLICE_MS) return this.#yieldTurn();
         }
       }
     } finally {
@@ -377,6 +385,7 @@ export class Connection implements LineConnection {
     }
     this.#flush();
     this.#updateReading();
+    this.#busyMs += performance.now() - started;
   }
 
   #atLineBoundary(): boolean {
@@ -421,9 +430,19 @@ export class Connection implements LineConnection {
     });
   }
 
-  /** Lets other connections run (a macrotask, not a microtask) before going on. */
+  /**
+   * Lets the other connections run, then goes on: reading stops (Deno's
+   * `pause()` stops the socket's reads at once) and a timer resumes. A
+   * timer, not `setImmediate` or a microtask: Deno's event loop is one task
+   * that queues itself again while it has I/O or immediates to handle, and
+   * the runtime asks the kernel which other sockets have input only when
+   * that task goes idle or every 61st run. Waiting on a timer with reading
+   * stopped lets it go idle, so a client whose line waits in the kernel is
+   * served before this connection's next turn.
+   */
   #yieldTurn() {
     this.#wait = "turn";
+    this.#busyMs = 0;
     this.#flush();
     this.#updateReading();
     setTimeout(() => {
