@@ -118,6 +118,8 @@ export type ToHeavyClient =
     line: Uint8Array;
     reply: Uint8Array;
     inFlight: number;
+    /** Shared with the caller: replies received so far, kept current. */
+    answered: Int32Array;
   }
   | { type: "run" }
   | { type: "measure" }
@@ -137,6 +139,7 @@ export class HeavyClient {
   );
   #inbox: FromHeavyClient[] = [];
   #wake: (() => void) | undefined;
+  readonly #answered = new Int32Array(new SharedArrayBuffer(4));
 
   /** Connects to `host:port` and sends `load`'s setup; await `ready` next. */
   constructor(host: string, port: number, load: HeavyLoad) {
@@ -160,7 +163,13 @@ export class HeavyClient {
       line: bytes(traffic.line),
       reply: bytes(traffic.reply),
       inFlight: HEAVY_IN_FLIGHT,
+      answered: this.#answered,
     });
+  }
+
+  /** Replies the heavy client has received so far (read at any moment). */
+  get answered(): number {
+    return Atomics.load(this.#answered, 0);
   }
 
   post(message: ToHeavyClient): void {
@@ -211,6 +220,11 @@ export interface BystanderFigures {
   overTarget: number;
   /** How late its own 50 ms timer fired at worst (delay on the client side). */
   timerLagMaxMs: number;
+  /**
+   * The most heavy lines answered while one bystander line waited for its
+   * reply: how the server took turns, whatever else took the CPUs.
+   */
+  heavyLinesPerWaitMax: number;
 }
 
 /**
@@ -228,14 +242,25 @@ export class Bystander {
   sent = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #lagMaxMs = 0;
+  readonly #heavyAnswered: () => number;
+  /** The heavy client's count when each unanswered line was sent, oldest first. */
+  #heavyAtSend: number[] = [];
+  #heavyPerWaitMax = 0;
 
-  private constructor(socket: net.Socket, pool: WirePool) {
+  private constructor(
+    socket: net.Socket,
+    pool: WirePool,
+    heavyAnswered: () => number,
+  ) {
+    this.#heavyAnswered = heavyAnswered;
     this.#sink = {
       problems: noProblems(),
       reply: (_client, ms) => {
+        const during = heavyAnswered() - this.#heavyAtSend.shift()!;
         if (!this.#measuring) return;
         record(this.#histogram, ms * 1000);
         this.#replies++;
+        this.#heavyPerWaitMax = Math.max(this.#heavyPerWaitMax, during);
       },
     };
     this.#client = new LineClient(socket, pool, this.#sink, {
@@ -244,11 +269,16 @@ export class Bystander {
     });
   }
 
-  /** Connects and waits for the welcome line, if the server sends one. */
+  /**
+   * Connects and waits for the welcome line, if the server sends one.
+   * `heavyAnswered` reads the heavy client's reply count (see
+   * {@linkcode HeavyClient.answered}).
+   */
   static async connect(
     host: string,
     port: number,
     speaks: Speaks,
+    heavyAnswered: () => number,
   ): Promise<Bystander> {
     const socket = net.connect({ host, port });
     socket.setNoDelay(true);
@@ -256,7 +286,7 @@ export class Bystander {
       expectedFrom(speaks, fairnessPool()),
       speaks === "calc" ? CALC_WELCOME : null,
     );
-    const bystander = new Bystander(socket, pool);
+    const bystander = new Bystander(socket, pool, heavyAnswered);
     const failed = new Promise<never>((_, reject) =>
       socket.once("error", reject)
     );
@@ -282,6 +312,7 @@ export class Bystander {
       this.#lagMaxMs = Math.max(this.#lagMaxMs, now - due);
       due = now + BYSTANDER_INTERVAL_MS;
       this.sent++;
+      this.#heavyAtSend.push(this.#heavyAnswered());
       this.#client.send(1);
     }, BYSTANDER_INTERVAL_MS);
   }
@@ -300,6 +331,9 @@ export class Bystander {
     const unansweredMs = oldest === undefined ? 0 : performance.now() - oldest;
     const h = this.#histogram;
     const unanswered = this.#client.inflight;
+    const oldestDuring = unanswered > 0
+      ? this.#heavyAnswered() - this.#heavyAtSend[0]
+      : 0;
     return {
       replies: this.#replies,
       unanswered,
@@ -308,6 +342,7 @@ export class Bystander {
       maxMs: Math.max(h.maxUs / 1000, unansweredMs),
       overTarget: countOver(h, BYSTANDER_TARGET_MS * 1000),
       timerLagMaxMs: this.#lagMaxMs,
+      heavyLinesPerWaitMax: Math.max(this.#heavyPerWaitMax, oldestDuring),
     };
   }
 

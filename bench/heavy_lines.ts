@@ -157,6 +157,7 @@ export async function runHeavyRow(
       server.host,
       server.port,
       SERVERS[row.server].speaks,
+      () => heavy!.answered,
     );
     heavy.post({ type: "run" });
     bystander.start();
@@ -214,7 +215,7 @@ function rowLine(r: HeavyLinesResult): string {
     ms(b.p50Ms)
   } ms, p99 ${ms(b.p99Ms)} ms, max ${
     ms(b.maxMs)
-  } ms, ${b.overTarget} over ${BYSTANDER_TARGET_MS} ms; heavy ${
+  } ms, ${b.overTarget} over ${BYSTANDER_TARGET_MS} ms, at most ${b.heavyLinesPerWaitMax} heavy lines per wait; heavy ${
     Math.round(r.heavyLinesPerS)
   } lines/s; server CPU ${Math.round(r.serverCpu * 100)}%, other ${
     Math.round(r.otherCpu * 100)
@@ -244,6 +245,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
     "max ms",
     `>${BYSTANDER_TARGET_MS}ms`,
     "timer lag",
+    "heavy/wait",
     "heavy lines/s",
     "srv CPU",
     "client CPU",
@@ -264,6 +266,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
       ms(b?.maxMs ?? NaN),
       b ? String(b.overTarget) : "-",
       ms(b?.timerLagMaxMs ?? NaN),
+      b ? String(b.heavyLinesPerWaitMax) : "-",
       b ? String(Math.round(r.heavyLinesPerS)) : "-",
       b ? `${Math.round(r.serverCpu * 100)}%` : "-",
       b ? `${Math.round(r.clientCpu * 100)}%` : "-",

@@ -89,6 +89,7 @@ function read(chunk: Uint8Array): void {
       announceReady();
     } else {
       answered++;
+      Atomics.add(traffic.answered, 0, 1);
     }
   }
   fill();

@@ -14,6 +14,13 @@ import { Bystander, HeavyClient } from "../bench/heavy_clients.ts";
 /** 5 s of bystander lines, one every 50 ms. */
 const BYSTANDER_LINES = 100;
 const SLOWEST_REPLY_BOUND_MS = 1000;
+/**
+ * Heavy lines answered while one bystander line waited: mostly the server's
+ * turns, whatever else takes the machine's CPUs (a few when the server takes
+ * turns, more while this process itself waits for a CPU; hundreds when one
+ * client holds the server).
+ */
+const HEAVY_LINES_PER_WAIT_BOUND = 50;
 
 Deno.test("heavy lines: a client pipelining 64 KB product lines does not stall another client", async () => {
   const server = await ServerProcess.start([
@@ -26,11 +33,13 @@ Deno.test("heavy lines: a client pipelining 64 KB product lines does not stall a
   let bystander: Bystander | undefined;
   try {
     heavy = new HeavyClient(server.host, server.port, "product");
+    const h = heavy;
     await heavy.expect("ready", 10_000);
     bystander = await Bystander.connect(
       server.host,
       server.port,
       "calc",
+      () => h.answered,
     );
     heavy.post({ type: "run" });
     bystander.start();
@@ -60,11 +69,13 @@ Deno.test("heavy lines: a client pipelining 64 KB product lines does not stall a
       counts.lines > 0,
       "the heavy client got no reply: it did not load the server",
     );
+    const figures = `slowest reply ${seen.maxMs.toFixed(0)} ms, p50 ${
+      seen.p50Ms.toFixed(1)
+    } ms, ${seen.replies} replies, ${seen.unanswered} unanswered, up to ${seen.heavyLinesPerWaitMax} heavy lines per wait, heavy ${counts.lines} lines in all`;
+    assert.ok(seen.maxMs < SLOWEST_REPLY_BOUND_MS, figures);
     assert.ok(
-      seen.maxMs < SLOWEST_REPLY_BOUND_MS,
-      `bystander's slowest reply ${seen.maxMs.toFixed(0)} ms (p50 ${
-        seen.p50Ms.toFixed(1)
-      } ms, ${seen.replies} replies, ${seen.unanswered} unanswered, heavy ${counts.lines} lines)`,
+      seen.heavyLinesPerWaitMax <= HEAVY_LINES_PER_WAIT_BOUND,
+      figures,
     );
   } finally {
     heavy?.terminate();
