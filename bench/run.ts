@@ -270,7 +270,7 @@ const IDLE_SERVERS: ServerKind[] = [
 /**
  * A hard bound on the whole run: every row's warm-up and window plus a
  * generous allowance for starting servers, connecting and draining. The
- * default plan needs about 3.5 minutes and gets 9.
+ * default plan needs about 4.5 minutes and gets 11.
  */
 function budgetMs(rows: LoadScenario[], options: Options): number {
   // The rows, and the calibration once more should it miss the first time.
