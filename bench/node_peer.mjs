@@ -1,17 +1,18 @@
 /**
- * The Node.js peer: the calculator's sum mode written the straightforward way
- * on Node's `net`, the yardstick lineserver's speed is compared against. One
- * `data` handler per socket splits each chunk into lines (keeping the
- * unterminated rest for the next chunk), adds each line's integers with
- * BigInt and answers the whole chunk with one write. It sends the same
- * welcome line and the same reply lines as lineserver in sum mode; it knows
- * no other command (anything that is not a list of integers gets the
- * calculator's error line).
+ * The Node.js peer: the calculator written the straightforward way on Node's
+ * `net`, the yardstick lineserver's speed is compared against. One `data`
+ * handler per socket splits each chunk into lines (keeping the unterminated
+ * rest for the next chunk), folds each line's integers with BigInt and
+ * answers the whole chunk with one write. It sends the same welcome line and
+ * the same reply lines as lineserver; it knows the `sum` and `product`
+ * commands and no other (anything that is not a list of integers gets the
+ * calculator's error line). With `--protocol echo` it answers each line with
+ * itself instead, and sends no welcome, like lineserver's echo protocol.
  *
  * Prints `listening on HOST:PORT` to stderr like `server.ts`, so the bench
  * starts every server the same way.
  *
- * Usage: `node bench/node_peer.mjs [--host H] [--port P]`
+ * Usage: `node bench/node_peer.mjs [--host H] [--port P] [--protocol calc|echo]`
  *
  * @module
  */
@@ -28,27 +29,46 @@ function option(name, fallback) {
     : fallback;
 }
 
-function reply(line) {
-  const items = (line.endsWith("\r") ? line.slice(0, -1) : line).split(",");
-  let sum = 0n;
+/** The reply to one line; `session.product` is the connection's mode. */
+function reply(line, session) {
+  const text = line.endsWith("\r") ? line.slice(0, -1) : line;
+  if (text === "sum" || text === "product") {
+    session.product = text === "product";
+    return `<switching to ${text} mode>\r\n`;
+  }
+  const items = text.split(",");
+  let result = session.product ? 1n : 0n;
   for (const item of items) {
     if (!INTEGER.test(item)) return INVALID;
-    sum += BigInt(item.trim());
+    const value = BigInt(item.trim());
+    result = session.product ? result * value : result + value;
   }
-  return `Sum of input integers: '${sum}'\r\n`;
+  return session.product
+    ? `Product of input integers: '${result}'\r\n`
+    : `Sum of input integers: '${result}'\r\n`;
 }
+
+/** The echo protocol's reply: the line without its trailing whitespace. */
+function echo(line) {
+  return line.trimEnd() + "\r\n";
+}
+
+const echoing = option("--protocol", "calc") === "echo";
 
 const server = net.createServer((socket) => {
   socket.setNoDelay(true);
   socket.on("error", () => {}); // A reset peer ends only its own connection.
-  socket.write(WELCOME);
+  if (!echoing) socket.write(WELCOME);
+  const session = { product: false };
   let rest = "";
   socket.on("data", (chunk) => {
     const lines = (rest + chunk.toString("latin1")).split("\n");
     rest = lines.pop();
     if (lines.length === 0) return;
     let out = "";
-    for (const line of lines) out += reply(line);
+    for (const line of lines) {
+      out += echoing ? echo(line) : reply(line, session);
+    }
     socket.write(out);
   });
 });

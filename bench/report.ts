@@ -9,6 +9,11 @@
  */
 import { placement, SERVER_CPU } from "./machine.ts";
 import type { IdleResult, LoadResult } from "./scenarios.ts";
+import {
+  heavyLinesFailures,
+  type HeavyLinesResult,
+  heavyLinesText,
+} from "./heavy_lines.ts";
 import { type ServerKind, SERVERS } from "./servers.ts";
 import type { Exchange } from "./traffic.ts";
 import {
@@ -45,6 +50,7 @@ export function calibrationMet(r: LoadResult): boolean {
 export interface Measured {
   loads: LoadResult[];
   idle: IdleResult[];
+  heavy: HeavyLinesResult[];
 }
 
 /** The facts about the run that the JSON's `meta` records. */
@@ -109,7 +115,7 @@ function failuresOf(loads: LoadResult[], idle: IdleResult[]): string[] {
 
 /** The JSON document of the run; `meta.totalS` counts up to this moment. */
 export function summarize(measured: Measured, facts: RunFacts) {
-  const { loads, idle } = measured;
+  const { loads, idle, heavy } = measured;
   const byId = (id: string) => loads.find((r) => r.id === id);
   const meanBytes = (lines: string[]) =>
     lines.reduce((sum, l) => sum + l.length, 0) / lines.length;
@@ -263,7 +269,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
     ),
   };
 
-  const failures = failuresOf(loads, idle);
+  const failures = [...failuresOf(loads, idle), ...heavyLinesFailures(heavy)];
   if (calibration.met === false) {
     const other = usable(cal) && cal.otherCpu > 0.1
       ? `; other processes used ${
@@ -320,6 +326,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
     targetsMet: tally(targets),
     scenarios: loads,
     idle,
+    heavyLines: heavy,
     failures,
     ok: failures.length === 0,
   };
@@ -574,6 +581,9 @@ function text(summary: Summary): string {
           w.requestResponse ?? "-"
         }, pipelined ${w.pipelined ?? "-"}`,
     );
+  }
+  if (summary.heavyLines.length > 0) {
+    out.push("", heavyLinesText(summary.heavyLines), "");
   }
   for (const r of summary.idle) {
     if (r.failed || r.skipped) {

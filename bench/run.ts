@@ -26,6 +26,8 @@
  *   w  a and b with `--workers 2` against `--workers 1`, both on CPUs 0-1
  *   k  the client library beside Node's `net`: request/response, pipelined,
  *      bulk push (client_scenario.ts)
+ *   h  one client pipelining 64 KB lines beside a bystander sending a line
+ *      every 50 ms: the bystander's reply times (heavy_lines.ts)
  *
  * Every reply is checked byte for byte; any mismatch or connection error, or
  * a failed calibration, makes the exit code 1. Targets missed are reported,
@@ -73,10 +75,16 @@ import {
 } from "./scenarios.ts";
 import { cleanUp, type ServerKind } from "./servers.ts";
 import { clientTable, runClientScenario } from "./client_scenario.ts";
+import {
+  HEAVY_ROWS,
+  heavyLinesBudgetS,
+  type HeavyLinesResult,
+  runHeavyRow,
+} from "./heavy_lines.ts";
 import { calculatorPool, fairnessPool } from "./traffic.ts";
 
 const PIPELINE_DEPTH = 32;
-const SCENARIOS = ["a", "b", "c", "d", "e", "w", "k"];
+const SCENARIOS = ["a", "b", "c", "d", "e", "w", "h", "k"];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -89,9 +97,9 @@ export interface Options extends Settings {
 
 const USAGE = `usage: deno task bench [options]
   --quick                 a short smoke run (1-2 s windows)
-  --scenario LIST         comma-separated, from a,b,c,d,e,w,k (default all)
-  --duration S            measuring window of a, b, w (default 6)
-  --warmup S              warm-up of a, b, w (default 1)
+  --scenario LIST         comma-separated, from a,b,c,d,e,w,h,k (default all)
+  --duration S            measuring window of a, b, w, h (default 6)
+  --warmup S              warm-up of a, b, w, h (default 1)
   --fair-duration S       measuring window of c, e and the calibration (default 8)
   --fair-warmup S         warm-up of c, e and the calibration (default 2)
   --client-workers N      generator Workers (default 1)
@@ -269,7 +277,7 @@ const IDLE_SERVERS: ServerKind[] = [
 /**
  * A hard bound on the whole run: every row's warm-up and window plus a
  * generous allowance for starting servers, connecting and draining. The
- * default plan needs about 3.5 minutes and gets 9.
+ * default plan needs about 4.5 minutes and gets 11.
  */
 function budgetMs(rows: LoadScenario[], options: Options): number {
   // The rows, and the calibration once more should it miss the first time.
@@ -283,6 +291,7 @@ function budgetMs(rows: LoadScenario[], options: Options): number {
   if (options.scenarios.has("k")) {
     seconds += 6 * (options.warmupS + options.durationS + 10);
   }
+  if (options.scenarios.has("h")) seconds += heavyLinesBudgetS(options);
   return seconds * 1000;
 }
 
@@ -355,8 +364,12 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
   const client = options.scenarios.has("k")
     ? await runClientScenario(options)
     : undefined;
+  const heavy: HeavyLinesResult[] = [];
+  if (options.scenarios.has("h")) {
+    for (const row of HEAVY_ROWS) heavy.push(await runHeavyRow(row, options));
+  }
 
-  const summary = summarize({ loads, idle }, {
+  const summary = summarize({ loads, idle, heavy }, {
     processors,
     cpuModel: await cpuModel(),
     clientWorkers: options.clientWorkers,

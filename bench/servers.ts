@@ -24,7 +24,9 @@ const START_TIMEOUT_MS = 30_000;
 export type ServerKind =
   | "calc"
   | "calc-tls"
+  | "calc-echo"
   | "node-peer"
+  | "node-peer-echo"
   | "echo-deno"
   | "echo-node";
 
@@ -32,7 +34,9 @@ export type ServerKind =
 export const SERVERS: Record<ServerKind, { label: string; speaks: Speaks }> = {
   "calc": { label: "lineserver", speaks: "calc" },
   "calc-tls": { label: "lineserver TLS", speaks: "calc" },
+  "calc-echo": { label: "lineserver echo", speaks: "line-echo" },
   "node-peer": { label: "Node peer", speaks: "calc" },
+  "node-peer-echo": { label: "Node peer echo", speaks: "line-echo" },
   "echo-deno": { label: "echo Deno.listen", speaks: "echo" },
   "echo-node": { label: "echo node:net", speaks: "echo" },
 };
@@ -101,7 +105,7 @@ const missing = new Map<string, Promise<string | undefined>>();
  * or undefined when it can. Asked once per tool.
  */
 export function whyNot(kind: ServerKind): Promise<string | undefined> {
-  const tool = kind === "node-peer"
+  const tool = kind === "node-peer" || kind === "node-peer-echo"
     ? "node"
     : kind === "calc-tls"
     ? "openssl"
@@ -214,6 +218,8 @@ async function commandLine(
         };
       return { argv: lineserver(workers.flags, workers.args), tlsCa: null };
     }
+    case "calc-echo":
+      return { argv: lineserver([], ["--protocol", "echo"]), tlsCa: null };
     case "calc-tls": {
       const cert = await tlsCertificate();
       return {
@@ -227,8 +233,15 @@ async function commandLine(
       };
     }
     case "node-peer":
+    case "node-peer-echo":
       return {
-        argv: ["node", "bench/node_peer.mjs", "--port", "0"],
+        argv: [
+          "node",
+          "bench/node_peer.mjs",
+          "--port",
+          "0",
+          ...(spec.kind === "node-peer-echo" ? ["--protocol", "echo"] : []),
+        ],
         tlsCa: null,
       };
     case "echo-deno":

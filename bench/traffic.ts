@@ -23,8 +23,11 @@ export interface Exchange {
   reply: string;
 }
 
-/** What a server speaks: the calculator (welcome, then sums) or raw echo. */
-export type Speaks = "calc" | "echo";
+/**
+ * What a server speaks: the calculator (welcome, then sums), raw byte echo,
+ * or the echo line protocol (each line back with CRLF, no welcome).
+ */
+export type Speaks = "calc" | "echo" | "line-echo";
 
 /**
  * mulberry32: a tiny deterministic PRNG, so every run sends the same lines
@@ -91,9 +94,11 @@ export function fairnessPool(): Exchange[] {
 
 /** The replies a server that speaks `speaks` gives to `pool`'s requests. */
 export function expectedFrom(speaks: Speaks, pool: Exchange[]): Exchange[] {
-  return speaks === "calc"
-    ? pool
-    : pool.map(({ request }) => ({ request, reply: request }));
+  if (speaks === "calc") return pool;
+  return pool.map(({ request }) => ({
+    request,
+    reply: speaks === "echo" ? request : request.replace(/\r?\n$/, "\r\n"),
+  }));
 }
 
 // ---------------------------------------------------------------------------

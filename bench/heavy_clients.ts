@@ -1,0 +1,360 @@
+/**
+ * The two clients of the heavy-lines scenario (`heavy_lines.ts`) and what
+ * they send: a heavy client that pipelines the heaviest lines the limits
+ * allow, and a bystander that sends one short line every 50 ms and times its
+ * replies. The heavy client runs in a Worker of its own
+ * (`heavy_worker.ts`), the bystander in the caller's event loop, and
+ * every reply of both is checked byte for byte. The loads:
+ *
+ * - `product`: 65,503-byte `product` lines (2,047 numbers of 31 digits),
+ *   milliseconds of arithmetic each;
+ * - `ones`: 65,533-byte sum lines (32,767 one-digit numbers), cheap per
+ *   line but long;
+ * - `echo`: 65,536-byte lines to the echo protocol, nearly free to answer.
+ *
+ * @module
+ */
+import net from "node:net";
+import { Buffer } from "node:buffer";
+import { settleWithin } from "../src/deadline.ts";
+import {
+  CALC_WELCOME,
+  countOver,
+  expectedFrom,
+  fairnessPool,
+  LineClient,
+  newHistogram,
+  noProblems,
+  prng,
+  type Problems,
+  quantile,
+  record,
+  type ReplySink,
+  type Speaks,
+  type WirePool,
+  wirePool,
+} from "./traffic.ts";
+
+/** What the heavy client sends. */
+export type HeavyLoad = "product" | "ones" | "echo";
+
+/** The bystander's pace, and lineserver's bound on its every reply. */
+export const BYSTANDER_INTERVAL_MS = 50;
+export const BYSTANDER_TARGET_MS = 50;
+/** Room for unanswered bystander lines: 7 minutes of a server that answers none. */
+const BYSTANDER_MAX_UNANSWERED = 8192;
+/** Lines the heavy client keeps unanswered: 2 MiB, more than a socket buffers. */
+export const HEAVY_IN_FLIGHT = 32;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** The heavy client's wire: setup line, the prelude it answers, the line and its reply. */
+export interface HeavyTraffic {
+  setup: string;
+  prelude: string;
+  line: string;
+  reply: string;
+}
+
+const cache = new Map<HeavyLoad, HeavyTraffic>();
+
+/** The heavy load's lines and replies (deterministic; built once). */
+export function heavyTraffic(load: HeavyLoad): HeavyTraffic {
+  const known = cache.get(load);
+  if (known) return known;
+  const random = prng(18);
+  const digit = () => String(Math.floor(random() * 10));
+  let made: HeavyTraffic;
+  if (load === "product") {
+    const numbers = Array.from({ length: 2047 }, () => {
+      let n = String(1 + Math.floor(random() * 9));
+      for (let d = 1; d < 31; d++) n += digit();
+      return BigInt(n);
+    });
+    made = {
+      setup: "product\n",
+      prelude: `${CALC_WELCOME}<switching to product mode>\r\n`,
+      line: numbers.join(",") + "\n",
+      reply: `Product of input integers: '${productOf(numbers)}'\r\n`,
+    };
+  } else if (load === "ones") {
+    const digits = Array.from({ length: 32767 }, digit);
+    const sum = digits.reduce((total, d) => total + Number(d), 0);
+    made = {
+      setup: "",
+      prelude: CALC_WELCOME,
+      line: digits.join(",") + "\n",
+      reply: `Sum of input integers: '${sum}'\r\n`,
+    };
+  } else {
+    const letters = "abcdefghijklmnopqrstuvwxyz";
+    const text = Array.from(
+      { length: 65536 },
+      () => letters[Math.floor(random() * letters.length)],
+    ).join("");
+    made = { setup: "", prelude: "", line: text + "\n", reply: text + "\r\n" };
+  }
+  cache.set(load, made);
+  return made;
+}
+
+/** A balanced product: the bench's own answer must not take seconds. */
+function productOf(numbers: bigint[]): bigint {
+  if (numbers.length === 1) return numbers[0];
+  const half = numbers.length >> 1;
+  return productOf(numbers.slice(0, half)) * productOf(numbers.slice(half));
+}
+
+// ---------------------------------------------------------------------------
+// The heavy client's Worker
+
+/** Sent to the heavy client (`heavy_worker.ts`). */
+export type ToHeavyClient =
+  | {
+    type: "start";
+    host: string;
+    port: number;
+    setup: Uint8Array;
+    prelude: Uint8Array;
+    line: Uint8Array;
+    reply: Uint8Array;
+    inFlight: number;
+    /** Shared with the caller: replies received so far, kept current. */
+    answered: Int32Array;
+  }
+  | { type: "run" }
+  | { type: "measure" }
+  | { type: "stop" };
+
+/** Sent back by the heavy client. */
+export type FromHeavyClient =
+  | { type: "ready" }
+  | { type: "result"; lines: number; bytesIn: number } & Problems
+  | { type: "fatal"; message: string };
+
+/** The heavy client's Worker with a time-bounded inbox. */
+export class HeavyClient {
+  readonly #worker = new Worker(
+    new URL("./heavy_worker.ts", import.meta.url),
+    { type: "module" },
+  );
+  #inbox: FromHeavyClient[] = [];
+  #wake: (() => void) | undefined;
+  readonly #answered = new Int32Array(new SharedArrayBuffer(4));
+
+  /** Connects to `host:port` and sends `load`'s setup; await `ready` next. */
+  constructor(host: string, port: number, load: HeavyLoad) {
+    this.#worker.onmessage = (event: MessageEvent<FromHeavyClient>) => {
+      this.#inbox.push(event.data);
+      this.#wake?.();
+    };
+    this.#worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault();
+      this.#inbox.push({ type: "fatal", message: event.message });
+      this.#wake?.();
+    };
+    const traffic = heavyTraffic(load);
+    const bytes = (text: string) => new Uint8Array(Buffer.from(text, "latin1"));
+    this.post({
+      type: "start",
+      host,
+      port,
+      setup: bytes(traffic.setup),
+      prelude: bytes(traffic.prelude),
+      line: bytes(traffic.line),
+      reply: bytes(traffic.reply),
+      inFlight: HEAVY_IN_FLIGHT,
+      answered: this.#answered,
+    });
+  }
+
+  /** Replies the heavy client has received so far (read at any moment). */
+  get answered(): number {
+    return Atomics.load(this.#answered, 0);
+  }
+
+  post(message: ToHeavyClient): void {
+    this.#worker.postMessage(message);
+  }
+
+  /** The next message, which must be of `type`; rejects on failure or timeout. */
+  async expect<T extends FromHeavyClient["type"]>(
+    type: T,
+    timeoutMs: number,
+  ): Promise<Extract<FromHeavyClient, { type: T }>> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#inbox.length === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`Heavy client sent no "${type}" in time`);
+      await settleWithin(new Promise<void>((r) => this.#wake = r), left);
+      this.#wake = undefined;
+    }
+    const message = this.#inbox.shift()!;
+    if (message.type === "fatal") {
+      throw new Error(`Heavy client failed: ${message.message}`);
+    }
+    if (message.type !== type) {
+      throw new Error(`Heavy client sent "${message.type}", not "${type}"`);
+    }
+    return message as Extract<FromHeavyClient, { type: T }>;
+  }
+
+  terminate(): void {
+    this.#worker.terminate();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The bystander
+
+/** What the bystander saw in the window. */
+export interface BystanderFigures {
+  /** Replies received in the window. */
+  replies: number;
+  /** Requests still unanswered at the window's end. */
+  unanswered: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** The slowest reply, or the age of a request unanswered at the end if older. */
+  maxMs: number;
+  /** Replies slower than the target. */
+  overTarget: number;
+  /** How late its own 50 ms timer fired at worst (delay on the client side). */
+  timerLagMaxMs: number;
+  /**
+   * The most heavy lines answered while one bystander line waited for its
+   * reply: how the server took turns, whatever else took the CPUs.
+   */
+  heavyLinesPerWaitMax: number;
+}
+
+/**
+ * A client that sends `1,2,3,4,5,6,7,8` every 50 ms whatever is still
+ * unanswered (a person typing does not wait for a stalled server), and
+ * times each reply from its write.
+ */
+export class Bystander {
+  readonly #client: LineClient;
+  readonly #sink: ReplySink;
+  #histogram = newHistogram();
+  #measuring = false;
+  #replies = 0;
+  /** Lines sent since {@linkcode Bystander.start}. */
+  sent = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lagMaxMs = 0;
+  readonly #heavyAnswered: () => number;
+  /** The heavy client's count when each unanswered line was sent, oldest first. */
+  #heavyAtSend: number[] = [];
+  #heavyPerWaitMax = 0;
+
+  private constructor(
+    socket: net.Socket,
+    pool: WirePool,
+    heavyAnswered: () => number,
+  ) {
+    this.#heavyAnswered = heavyAnswered;
+    this.#sink = {
+      problems: noProblems(),
+      reply: (_client, ms) => {
+        const during = heavyAnswered() - this.#heavyAtSend.shift()!;
+        if (!this.#measuring) return;
+        record(this.#histogram, ms * 1000);
+        this.#replies++;
+        this.#heavyPerWaitMax = Math.max(this.#heavyPerWaitMax, during);
+      },
+    };
+    this.#client = new LineClient(socket, pool, this.#sink, {
+      maxInFlight: BYSTANDER_MAX_UNANSWERED,
+      firstRequest: 0,
+    });
+  }
+
+  /**
+   * Connects and waits for the welcome line, if the server sends one.
+   * `heavyAnswered` reads the heavy client's reply count (see
+   * {@linkcode HeavyClient.answered}).
+   */
+  static async connect(
+    host: string,
+    port: number,
+    speaks: Speaks,
+    heavyAnswered: () => number,
+  ): Promise<Bystander> {
+    const socket = net.connect({ host, port });
+    socket.setNoDelay(true);
+    const pool = wirePool(
+      expectedFrom(speaks, fairnessPool()),
+      speaks === "calc" ? CALC_WELCOME : null,
+    );
+    const bystander = new Bystander(socket, pool, heavyAnswered);
+    const failed = new Promise<never>((_, reject) =>
+      socket.once("error", reject)
+    );
+    const welcomed = Promise.race([bystander.#client.welcomed, failed]);
+    if (!await settleWithin(welcomed, CONNECT_TIMEOUT_MS)) {
+      socket.destroy();
+      throw new Error("Bystander got no welcome in time");
+    }
+    await welcomed;
+    return bystander;
+  }
+
+  /** The client's errors and mismatches. */
+  get problems(): Problems {
+    return this.#sink.problems;
+  }
+
+  /** Starts sending a line every 50 ms. */
+  start(): void {
+    let due = performance.now() + BYSTANDER_INTERVAL_MS;
+    this.#timer = setInterval(() => {
+      const now = performance.now();
+      this.#lagMaxMs = Math.max(this.#lagMaxMs, now - due);
+      due = now + BYSTANDER_INTERVAL_MS;
+      this.sent++;
+      this.#heavyAtSend.push(this.#heavyAnswered());
+      this.#client.send(1);
+    }, BYSTANDER_INTERVAL_MS);
+  }
+
+  /** The window starts. */
+  measure(): void {
+    this.#measuring = true;
+    this.#lagMaxMs = 0;
+  }
+
+  /** The window ends: stops sending; the figures of the window. */
+  stop(): BystanderFigures {
+    this.#measuring = false;
+    clearInterval(this.#timer);
+    const oldest = this.#client.oldestSentAt;
+    const unansweredMs = oldest === undefined ? 0 : performance.now() - oldest;
+    const h = this.#histogram;
+    const unanswered = this.#client.inflight;
+    const oldestDuring = unanswered > 0
+      ? this.#heavyAnswered() - this.#heavyAtSend[0]
+      : 0;
+    return {
+      replies: this.#replies,
+      unanswered,
+      p50Ms: quantile(h, 0.5) / 1000,
+      p99Ms: quantile(h, 0.99) / 1000,
+      maxMs: Math.max(h.maxUs / 1000, unansweredMs),
+      overTarget: countOver(h, BYSTANDER_TARGET_MS * 1000),
+      timerLagMaxMs: this.#lagMaxMs,
+      heavyLinesPerWaitMax: Math.max(this.#heavyPerWaitMax, oldestDuring),
+    };
+  }
+
+  /** Closes the connection and resolves once it is closed (idempotent). */
+  close(): Promise<void> {
+    clearInterval(this.#timer);
+    const socket = this.#client.socket;
+    if (socket.closed) return Promise.resolve();
+    const closed = new Promise<void>((resolve) =>
+      socket.once("close", resolve)
+    );
+    socket.destroy();
+    return closed;
+  }
+}
