@@ -17,7 +17,8 @@ import {
   parseClientCli,
   VERSION,
 } from "./src/client_cli.ts";
-import { FrameDecoder, LINE_TOO_LONG } from "./src/framing.ts";
+import { LINE_TOO_LONG } from "./src/framing.ts";
+import { FrameDecoder } from "./src/frame_decoder.ts";
 import { firstLine } from "./src/logging.ts";
 import { LineClient, LineClientError } from "./mod.ts";
 

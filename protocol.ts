@@ -19,11 +19,11 @@ export type {
 } from "./src/session.ts";
 export {
   type Frame,
-  FrameDecoder,
   FrameEncoder,
   type FramingOptions,
   LINE_TOO_LONG,
 } from "./src/framing.ts";
+export { FrameDecoder } from "./src/frame_decoder.ts";
 export {
   type CalculatorMode,
   calculatorProtocol,

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { FrameDecoder, type FramingOptions } from "./framing.ts";
+import type { FramingOptions } from "./framing.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
 import type { ClientTlsOptions, RetryOptions } from "./client_connect.ts";
 
 /** Options of {@linkcode LineClient.connect}. */

@@ -17,76 +17,34 @@
  * @module
  */
 import type { Duplex } from "node:stream";
-import type { Logger } from "@logtape/logtape";
-import {
-  describeValue,
-  type Frame,
-  FrameDecoder,
-  type FrameEncoder,
-  type FramingOptions,
-  LINE_TOO_LONG,
-} from "./framing.ts";
+import { type Frame, type FrameEncoder, LINE_TOO_LONG } from "./framing.ts";
+import { isThenable, replyText } from "./reply_value.ts";
 import type {
   CloseReason,
   LineConnection,
-  LineProtocol,
   LineSession,
   PeerAddress,
   ReplyContext,
 } from "./session.ts";
-import type { ServerMetrics } from "./metrics.ts";
-import {
-  formatAddr,
-  pauseReading,
-  receiveBytes,
-  resumeReading,
-} from "./transport.ts";
+import { formatAddr } from "./transport.ts";
+import { pauseReading, receiveBytes, resumeReading } from "./socket_reading.ts";
 import {
   type BroadcastLog,
   type LogPosition,
+  type OutputOwner,
   OutputQueue,
 } from "./output_queue.ts";
 import { ServerReplies } from "./replies.ts";
-import type { TimeoutTracker } from "./timeout_tracker.ts";
 import { errorWithStack } from "./logging.ts";
-
-/** Settings every connection of a server shares. */
-export interface ConnectionConfig {
-  /** The protocol spoken on every connection. */
-  protocol: LineProtocol;
-  /** The protocol's framing, its limit resolved. */
-  framing: FramingOptions & { maxFrameBytes: number };
-  /** Ends and checks every line written. */
-  encoder: FrameEncoder;
-  /** The reply to a frame over the limit, ended. */
-  tooLongReply: string;
-  /** Bound of everything waiting for a client (see `LineProtocol.maxQueuedBytes`). */
-  maxQueuedBytes: number;
-  /** Whether request lines are logged (debug level). */
-  logLines: boolean;
-  /** Closes connections that received nothing for the idle timeout; absent when disabled. */
-  idle: TimeoutTracker<Connection> | undefined;
-  /** Closes connections whose line is unfinished after the line timeout; absent when disabled. */
-  line: TimeoutTracker<Connection> | undefined;
-  /** Ends a reply promise that has not settled in time; absent when disabled. */
-  replyDeadline: TimeoutTracker<Connection> | undefined;
-  /**
-   * After our FIN, how long to keep reading (and dropping) what the client
-   * still sends before closing. Closing a socket with unread input makes the
-   * kernel send a reset, which can destroy replies the client has not read
-   * yet; waiting for the client's own FIN avoids that.
-   */
-  lingerMs: number;
-  /** True once the server is draining. */
-  draining: () => boolean;
-  /** Called once when a connection has ended (its stream is closed): the server counts it and frees its slot. */
-  onEnd: (connection: Connection) => void;
-  metrics: ServerMetrics;
-  logger: Logger;
-}
+import {
+  type ConnectionConfig,
+  HIGH_WATER_BYTES,
+} from "./connection_config.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
+import { Closing } from "./closing.ts";
 
 /** Where the handler is in its life (see the module documentation). */
-type State = "open" | "flushing" | "lingering" | "forcing" | "closed";
+type State = "open" | "closing" | "closed";
 
 /**
  * Why an open connection pulls no request: a reply promise is pending, its
@@ -98,46 +56,25 @@ type Wait = "reply" | "turn" | "output" | undefined;
 const TIME_SLICE_MS = 2;
 /** Output text written mid-batch once it reaches this many UTF-16 units. */
 const FLUSH_UNITS = 16 * 1024;
-/** How long closing output may take to be written before the stream is destroyed. */
-const FINAL_FLUSH_MS = 1500;
-/** How long a forced close waits for its best-effort shutdown line. */
-const FORCED_LINE_WAIT_MS = 50;
-/**
- * Past this many bytes waiting, `send` answers false (wait for `drained`),
- * and a group counts the member as behind.
- */
-export const HIGH_WATER_BYTES = 64 * 1024;
-/** Default bound of {@linkcode LineProtocol.maxQueuedBytes}. */
-export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 
 /** Where a stream keeps the connection that owns it (see the listeners). */
 const OWNER = Symbol("connection");
 type OwnedStream = Duplex & { [OWNER]: Connection };
 
-/** Waiting for the queue to fall to `bytes` (0: empty and written out). */
-interface DrainWaiter {
-  bytes: number;
-  resolve: () => void;
-}
-
 /** One admitted connection and the task that serves it. */
-export class Connection implements LineConnection {
+export class Connection implements LineConnection, OutputOwner {
   readonly id: number;
   readonly peer: PeerAddress;
   readonly #stream: Duplex;
   readonly #config: ConnectionConfig;
-  /** A health check (PROXY v2 LOCAL): no greeting, logged at debug. */
-  readonly #quiet: boolean;
   /** Made at the first byte received: an idle connection needs none. */
   #decoder: FrameDecoder | undefined;
-  readonly #out = new OutputQueue();
+  readonly #out: OutputQueue;
   readonly #openedAt = Date.now();
   #session: LineSession | undefined;
   #state: State = "open";
   #wait: Wait;
   #reading = false;
-  /** Called when a write in flight completes and output waits (made when first needed). */
-  #onWritten: (() => void) | undefined;
   #flushQueued = false;
   #pumping = false;
   /** Inside `onBytes`: the bytes are lent, and its return value decides reading. */
@@ -158,8 +95,8 @@ export class Connection implements LineConnection {
   #lines = 0;
   /** Time spent on input since this connection last let the others run (ms). */
   #busyMs = 0;
-  #phaseTimer: ReturnType<typeof setTimeout> | undefined;
-  #drainWaiters: DrainWaiter[] | undefined;
+  /** How the stream is being closed, once the connection has started to close. */
+  #closing: Closing | undefined;
 
   // An idle connection should cost little more than its socket: settings
   // shared by all live in the config, and the log text of the peer is made
@@ -167,13 +104,13 @@ export class Connection implements LineConnection {
   constructor(
     stream: Duplex,
     config: ConnectionConfig,
-    options: { id: number; peer: PeerAddress; quiet?: boolean },
+    options: { id: number; peer: PeerAddress },
   ) {
     this.#stream = stream;
     this.#config = config;
+    this.#out = new OutputQueue(stream, this, config.metrics);
     this.id = options.id;
     this.peer = options.peer;
-    this.#quiet = options.quiet ?? false;
   }
 
   /** The peer as `HOST:PORT`, for logs. */
@@ -194,11 +131,6 @@ export class Connection implements LineConnection {
     return this.#outcome;
   }
 
-  /** A health check rather than a client (see the constructor's `quiet`). */
-  get quiet(): boolean {
-    return this.#quiet;
-  }
-
   /**
    * Starts serving; `config.onEnd` is called when the connection has ended.
    * `initial` are bytes already read for it (after a PROXY header). Never
@@ -210,12 +142,14 @@ export class Connection implements LineConnection {
     stream.on("end", Connection.#endListener);
     stream.on("error", Connection.#errorListener);
     stream.on("close", Connection.#closeListener);
-    this.#log("connection opened {peer}", { peer: this.peerText });
+    this.#config.logger.info("connection opened {peer}", {
+      peer: this.peerText,
+    });
     this.#config.idle?.start(this);
     try {
       this.#session = this.#config.protocol.createSession(this);
       const greeting = this.#session.greeting;
-      if (greeting !== undefined && !this.#quiet) {
+      if (greeting !== undefined) {
         this.#out.appendText(this.#config.encoder.line(greeting));
       }
     } catch (error) {
@@ -228,7 +162,7 @@ export class Connection implements LineConnection {
     this.#reading = true;
     receiveBytes(stream, this);
     if (initial !== undefined && initial.length > 0) this.onBytes(initial);
-    else this.#flush();
+    else this.#out.flush();
   }
 
   send(...lines: string[]): boolean {
@@ -259,11 +193,10 @@ export class Connection implements LineConnection {
    * schedules one write for everything queued in this turn.
    */
   #afterQueued(): boolean {
-    const stream = this.#stream;
     const out = this.#out;
     const max = this.#config.maxQueuedBytes;
-    if (out.waitingBytesAtMost(stream) > max) {
-      const queued = out.waitingBytes(stream, true);
+    if (out.waitingBytesAtMost() > max) {
+      const queued = out.waitingBytes(true);
       if (queued > max) {
         this.#disconnectSlowConsumer(queued);
         return false;
@@ -274,12 +207,12 @@ export class Connection implements LineConnection {
       this.#flushQueued = true;
       queueMicrotask(() => this.#flushQueuedOutput());
     }
-    return out.waitingBytes(stream) < HIGH_WATER_BYTES;
+    return out.waitingBytes() < HIGH_WATER_BYTES;
   }
 
   /** Bytes waiting for this client (a lower bound while text is unencoded). */
   get waitingBytes(): number {
-    return this.#out.waitingBytes(this.#stream);
+    return this.#out.waitingBytes();
   }
 
   drained(): Promise<void> {
@@ -291,22 +224,8 @@ export class Connection implements LineConnection {
    * handed to the system), or the connection has closed.
    */
   whenWaitingAtMost(bytes: number): Promise<void> {
-    if (this.#state === "closed" || this.#waitingAtMost(bytes)) {
-      return Promise.resolve();
-    }
-    const waiting = new Promise<void>((resolve) => {
-      (this.#drainWaiters ??= []).push({ bytes, resolve });
-    });
-    this.#flush();
-    this.#wakeDrainWaiters();
-    return waiting;
-  }
-
-  #waitingAtMost(bytes: number): boolean {
-    if (bytes === 0) {
-      return this.#out.isEmpty && this.#stream.writableLength === 0;
-    }
-    return this.#out.waitingBytes(this.#stream) <= bytes;
+    if (this.#state === "closed") return Promise.resolve();
+    return this.#out.whenWaitingAtMost(bytes);
   }
 
   readBytes(length: number): void {
@@ -338,21 +257,11 @@ export class Connection implements LineConnection {
 
   /** Closes at once (shutdown deadline or abort), with a best-effort shutdown line. */
   forceClose(): void {
-    if (this.#state === "closed" || this.#state === "forcing") return;
+    if (this.#state === "closed") return;
     if (this.#state === "open") {
-      this.#endAs("forced");
-      this.#stopClocks();
-      this.#out.appendText(
-        this.#config.encoder.line(ServerReplies.shuttingDown),
-      );
+      return this.#beginClosing("forced", ServerReplies.shuttingDown, true);
     }
-    this.#enter("forcing", FORCED_LINE_WAIT_MS);
-    this.#decoder = undefined;
-    this.#flush();
-    if (this.#stream.writableEnded) return;
-    this.#stream.end(() => {
-      if (this.#state === "forcing") this.#destroy();
-    });
+    this.#closing?.force();
   }
 
   /** Called by the server's idle tracker: nothing was received for the idle timeout. */
@@ -427,9 +336,8 @@ export class Connection implements LineConnection {
   }
 
   #onEnd() {
-    if (this.#state === "lingering") return this.#destroy();
     this.#peerEnded = true;
-    if (this.#state !== "open") return;
+    if (this.#state !== "open") return this.#closing?.peerEnded();
     this.#stopLineClock();
     this.#decoder?.end();
     this.#pump();
@@ -438,10 +346,10 @@ export class Connection implements LineConnection {
   #onError(error: Error) {
     if (this.#state === "open") {
       this.#endAs("reset");
-      this.#log("connection {peer} lost: {error}", {
+      this.#config.logger.debug("connection {peer} lost: {error}", {
         peer: this.peerText,
         error: String(error),
-      }, "debug");
+      });
     }
     this.#destroy();
   }
@@ -461,7 +369,7 @@ export class Connection implements LineConnection {
       while (decoder !== undefined) {
         // One output budget: no further request is answered while the
         // client leaves the replies it has unread.
-        if (out.textUnits >= FLUSH_UNITS) this.#flush();
+        if (out.textUnits >= FLUSH_UNITS) this.#out.flush();
         if (this.#outputBlocks()) return this.#waitFor("output");
         const frame = decoder.next();
         if (frame === undefined) break;
@@ -497,7 +405,7 @@ export class Connection implements LineConnection {
       return this.#beginClosing("shutdown", ServerReplies.shuttingDown);
     }
     this.#updateLineClock();
-    this.#flush();
+    this.#out.flush();
     // Nothing more is read while the client leaves its replies unread.
     if (this.#outputBlocks()) return this.#waitFor("output");
     if (!this.#reading) {
@@ -557,7 +465,8 @@ export class Connection implements LineConnection {
   #settle(reply: unknown) {
     this.#replying = false;
     try {
-      this.#queueReply(reply);
+      const text = replyText(reply, this.#config.encoder);
+      if (text !== "") this.#out.appendText(text);
       this.#lines++;
       this.#config.metrics.lineAnswered();
       const closeRequest = this.#closeRequest;
@@ -569,26 +478,6 @@ export class Connection implements LineConnection {
     } catch (error) {
       this.#fail(error);
     }
-  }
-
-  /** Queues a reply's lines; throws (a fault of this connection) for a value it cannot send. */
-  #queueReply(reply: unknown) {
-    if (reply === undefined) return;
-    const { encoder } = this.#config;
-    if (typeof reply === "string") {
-      encoder.check(reply);
-      this.#out.appendText(reply + encoder.ending);
-      return;
-    }
-    if (!Array.isArray(reply)) {
-      throw new TypeError(
-        `A reply must be a string, an array of strings or undefined; received ${
-          describeValue(reply)
-        }`,
-      );
-    }
-    for (const line of reply) encoder.check(line);
-    for (const line of reply) this.#out.appendText(line + encoder.ending);
   }
 
   /** A reply is a promise: read nothing more until it settles (request order is kept). */
@@ -622,20 +511,20 @@ export class Connection implements LineConnection {
 
   /** Enough waits for the client that no further request is answered until it reads. */
   #outputFull(): boolean {
-    return this.#out.waitingBytes(this.#stream) >= HIGH_WATER_BYTES;
+    return this.#out.waitingBytes() >= HIGH_WATER_BYTES;
   }
 
   /** True when output is still over the budget after writing what the stream takes now. */
   #outputBlocks(): boolean {
     if (!this.#outputFull()) return false;
-    this.#flush();
+    this.#out.flush();
     return this.#outputFull();
   }
 
   /** Stops pulling requests until `wait` is over; output so far goes out now. */
   #waitFor(wait: Exclude<Wait, undefined>) {
     this.#wait = wait;
-    this.#flush();
+    this.#out.flush();
     // Inside onBytes its return value decides the reading.
     const reading = this.#readsWhileReplying();
     if (!this.#inRead && reading !== this.#reading) {
@@ -660,41 +549,18 @@ export class Connection implements LineConnection {
     }
   }
 
-  /** A write completed: write what waits behind it, wake what waits for that. */
-  #written() {
-    if (this.#state === "closed") return;
-    this.#flush();
-    this.#wakeDrainWaiters();
-    if (this.#state === "flushing") return this.#finishFlushing();
+  /** A write completed (the queue has written what waited behind it). @internal */
+  outputWritten(): void {
+    if (this.#state === "closing") return this.#closing?.written();
     if (this.#wait === "output" && !this.#outputFull()) {
       this.#wait = undefined;
       this.#pump();
     }
   }
 
-  #wakeDrainWaiters() {
-    const waiters = this.#drainWaiters;
-    if (waiters === undefined) return;
-    const closed = this.#state === "closed";
-    const still = waiters.filter((waiter) => {
-      if (!closed && !this.#waitingAtMost(waiter.bytes)) return true;
-      waiter.resolve();
-      return false;
-    });
-    this.#drainWaiters = still.length > 0 ? still : undefined;
-  }
-
   #flushQueuedOutput() {
     this.#flushQueued = false;
-    if (this.#state === "open") this.#flush();
-  }
-
-  #flush() {
-    const sent = this.#out.flush(
-      this.#stream,
-      this.#onWritten ??= () => this.#written(),
-    );
-    if (sent > 0) this.#config.metrics.sent(sent);
+    if (this.#state === "open") this.#out.flush();
   }
 
   #atLineBoundary(): boolean {
@@ -750,47 +616,32 @@ export class Connection implements LineConnection {
       "connection {peer} does not read its lines ({queued} bytes waiting): disconnecting",
       { peer: this.peerText, queued },
     );
-    this.#out.clear();
+    this.#out.release();
     this.#destroy();
   }
 
   /**
-   * Writes what is owed and `finalLine`, then FIN; input from now on is
-   * dropped until the client closes too or the linger time ends.
+   * Writes what is owed and `finalLine`, then FIN (see closing.ts); input
+   * from now on is read and dropped. `force`: the line gets a moment only.
    */
-  #beginClosing(outcome: CloseReason, finalLine?: string) {
+  #beginClosing(outcome: CloseReason, finalLine?: string, force = false) {
     if (this.#state !== "open") return;
+    this.#state = "closing";
     this.#endAs(outcome);
     this.#stopClocks();
     if (finalLine !== undefined) {
       this.#out.appendText(finalLine + this.#config.encoder.ending);
     }
     this.#decoder = undefined;
-    this.#enter("flushing", FINAL_FLUSH_MS);
-    this.#flush();
     if (!this.#reading) {
       this.#reading = true;
       resumeReading(this.#stream);
     }
-    this.#finishFlushing();
-  }
-
-  /** Once every byte is handed over, FIN; then linger for the client's. */
-  #finishFlushing() {
-    // The next drain writes more; end() once only.
-    if (!this.#out.isEmpty || this.#stream.writableEnded) return;
-    this.#stream.end(() => {
-      if (this.#state !== "flushing") return;
-      if (this.#peerEnded) return this.#destroy();
-      this.#enter("lingering", this.#config.lingerMs);
+    this.#closing = new Closing(this.#stream, this.#out, {
+      lingerMs: this.#config.lingerMs,
+      peerEnded: this.#peerEnded,
+      force,
     });
-  }
-
-  /** Moves to a closing phase, with its own deadline to destroy the stream. */
-  #enter(state: "flushing" | "lingering" | "forcing", deadlineMs: number) {
-    this.#state = state;
-    clearTimeout(this.#phaseTimer);
-    this.#phaseTimer = setTimeout(() => this.#destroy(), deadlineMs);
   }
 
   /**
@@ -804,20 +655,19 @@ export class Connection implements LineConnection {
   }
 
   #destroy() {
-    if (this.#state === "open") this.#state = "forcing";
+    if (this.#state === "open") this.#state = "closing";
     this.#stream.destroy();
   }
 
   #onClose() {
     if (this.#state === "closed") return;
     this.#state = "closed";
-    clearTimeout(this.#phaseTimer);
+    this.#closing?.closed();
     this.#stopClocks();
-    this.#out.clear();
-    this.#wakeDrainWaiters();
+    this.#out.release();
     const { logger, metrics } = this.#config;
     const lines = this.#lines;
-    this.#log(
+    logger.info(
       lines === 1
         ? "connection closed {peer} after {durationMs} ms, {lines} line, {outcome}"
         : "connection closed {peer} after {durationMs} ms, {lines} lines, {outcome}",
@@ -839,17 +689,6 @@ export class Connection implements LineConnection {
     }
     this.#config.onEnd(this);
   }
-
-  /** Connection events: info level, debug for health checks. */
-  #log(
-    message: string,
-    properties: Record<string, unknown>,
-    level: "info" | "debug" = "info",
-  ) {
-    const logger = this.#config.logger;
-    if (level === "debug" || this.#quiet) logger.debug(message, properties);
-    else logger.info(message, properties);
-  }
 }
 
 /** Per connection, made once: hands a reply the current request's signal. */
@@ -861,10 +700,4 @@ class RequestContext implements ReplyContext {
   get signal(): AbortSignal {
     return this.#connection.replySignal();
   }
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value !== null && (typeof value === "object" ||
-    typeof value === "function") &&
-    typeof (value as { then?: unknown }).then === "function";
 }

@@ -14,7 +14,8 @@
  * @module
  */
 import type { LineConnection } from "./session.ts";
-import { Connection, HIGH_WATER_BYTES } from "./connection.ts";
+import { Connection } from "./connection.ts";
+import { HIGH_WATER_BYTES } from "./connection_config.ts";
 import type { FrameEncoder } from "./framing.ts";
 import { BroadcastLog, type LogPosition } from "./output_queue.ts";
 import { settleWithin } from "./deadline.ts";

@@ -20,7 +20,7 @@ import {
 } from "./proxy_header.ts";
 import { startTls, type TlsContext } from "./tls.ts";
 import type { PeerAddress } from "./session.ts";
-import { receiveBytes, stopReceiving } from "./transport.ts";
+import { receiveBytes, stopReceiving } from "./socket_reading.ts";
 
 /** What {@linkcode setUpConnection} needs to know. */
 export interface SetupOptions {

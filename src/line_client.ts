@@ -15,11 +15,11 @@
 import type net from "node:net";
 import {
   type Frame,
-  FrameDecoder,
   FrameEncoder,
   type FramingOptions,
   LINE_TOO_LONG,
 } from "./framing.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
 import { formatAddr } from "./transport.ts";
 import { connectionError, LineClientError } from "./client_error.ts";
 import { connectSocket } from "./client_connect.ts";

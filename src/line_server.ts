@@ -11,26 +11,21 @@
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { PeerAddress } from "./session.ts";
-import { Connection, type ConnectionConfig } from "./connection.ts";
+import { Connection } from "./connection.ts";
 import { Admission, type Refusal } from "./admission.ts";
 import { setUpConnection, socketPeer } from "./connection_setup.ts";
 import { errorWithStack } from "./logging.ts";
 import { settleWithin } from "./deadline.ts";
 import { reclaimMemoryWhenQuiet } from "./memory_reclaimer.ts";
-import {
-  formatAddr,
-  receiveBytes,
-  resumeReading,
-  TcpListener,
-} from "./transport.ts";
+import { formatAddr, TcpListener } from "./transport.ts";
+import { receiveBytes, resumeReading } from "./socket_reading.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { ServerReplies } from "./replies.ts";
+import { type ServerOptions, type Settings, settle } from "./server_options.ts";
 import {
+  type ConnectionConfig,
   connectionConfig,
-  type ServerOptions,
-  type Settings,
-  settle,
-} from "./server_options.ts";
+} from "./connection_config.ts";
 
 export type { ServerOptions } from "./server_options.ts";
 

@@ -16,6 +16,7 @@
  */
 import type { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
+import type { ServerMetrics } from "./metrics.ts";
 
 const encoder = new TextEncoder();
 /** Each log chunk's size; a longer line gets a chunk of its own size. */
@@ -98,12 +99,33 @@ interface Span {
 
 type Item = string | Span;
 
+/** What the queue tells its connection. */
+export interface OutputOwner {
+  /** A write completed and the queue wrote what it could behind it. */
+  outputWritten(): void;
+}
+
+/** Someone waiting for the queue to fall to `bytes` (0: empty and all written out). */
+interface Waiter {
+  bytes: number;
+  resolve: () => void;
+}
+
 /**
- * One connection's output, in order. Text is kept as strings until it is
- * written (one encoding per batch); spans stay in the shared log until the
- * socket can take them.
+ * One connection's output, in order, and its writing to the stream. Text is
+ * kept as strings until it is written (one encoding per batch); spans stay
+ * in the shared log until the stream can take them.
+ *
+ * One write at a time: while a write is still in flight, everything else
+ * stays here (text keeps growing, spans keep extending) and goes out as one
+ * larger write once it completes. So the stream never buffers more than one
+ * chunk, and a client that reads slowly costs one span or one string, not an
+ * entry per line.
  */
 export class OutputQueue {
+  readonly #stream: Duplex;
+  readonly #owner: OutputOwner;
+  readonly #metrics: Pick<ServerMetrics, "sent">;
   /** Waiting output before `#text`, oldest first; made when first needed. */
   #items: Item[] | null = null;
   #head = 0;
@@ -113,8 +135,21 @@ export class OutputQueue {
   #itemUnits = 0;
   /** Bytes of the spans not yet written. */
   #spanBytes = 0;
+  /** The callback of every write (made at the first write). */
+  #onWritten: (() => void) | undefined;
+  #waiters: Waiter[] | undefined;
 
-  /** Nothing waits here (the socket may still hold unwritten bytes). */
+  constructor(
+    stream: Duplex,
+    owner: OutputOwner,
+    metrics: Pick<ServerMetrics, "sent">,
+  ) {
+    this.#stream = stream;
+    this.#owner = owner;
+    this.#metrics = metrics;
+  }
+
+  /** Nothing waits here (the stream may still hold unwritten bytes). */
   get isEmpty(): boolean {
     return this.#text === "" && this.#items === null;
   }
@@ -148,11 +183,11 @@ export class OutputQueue {
   }
 
   /**
-   * Bytes waiting for the client: here and in the socket. Exact for spans
-   * and the socket; text counts its UTF-8 length only when `exact` (a cheap
+   * Bytes waiting for the client: here and in the stream. Exact for spans
+   * and the stream; text counts its UTF-8 length only when `exact` (a cheap
    * lower bound otherwise).
    */
-  waitingBytes(stream: Duplex, exact = false): number {
+  waitingBytes(exact = false): number {
     let text = this.textUnits;
     if (exact && text > 0) {
       text = Buffer.byteLength(this.#text, "utf8");
@@ -164,30 +199,74 @@ export class OutputQueue {
         }
       }
     }
-    return stream.writableLength + this.#spanBytes + text;
+    return this.#stream.writableLength + this.#spanBytes + text;
   }
 
   /** An upper bound of {@linkcode waitingBytes}, cheap. */
-  waitingBytesAtMost(stream: Duplex): number {
-    return stream.writableLength + this.#spanBytes + 3 * this.textUnits;
+  waitingBytesAtMost(): number {
+    return this.#stream.writableLength + this.#spanBytes + 3 * this.textUnits;
+  }
+
+  /** Writes what waits, one write at a time (see the class documentation). */
+  flush(): void {
+    const stream = this.#stream;
+    let sent = 0;
+    while (stream.writableLength === 0 && !this.isEmpty) {
+      sent += this.#writeNext(
+        stream,
+        this.#onWritten ??= () => this.#written(),
+      );
+    }
+    if (sent > 0) this.#metrics.sent(sent);
   }
 
   /**
-   * Writes what waits, one write at a time: while a write is still in
-   * flight, everything else stays here (text keeps growing, spans keep
-   * extending) and goes out as one larger write once it completes. So the
-   * stream never buffers more than one chunk, and a client that reads
-   * slowly costs one span or one string, not an entry per line. Every write
-   * calls `onWritten` when it completes (the stream calls back the writes
-   * that complete at once together, in a later tick). Returns the bytes
-   * handed over.
+   * Resolves once at most `bytes` wait for the client (0: everything was
+   * handed to the system), or {@linkcode release} is called.
    */
-  flush(stream: Duplex, onWritten: () => void): number {
-    let sent = 0;
-    while (stream.writableLength === 0 && !this.isEmpty) {
-      sent += this.#writeNext(stream, onWritten);
-    }
-    return sent;
+  whenWaitingAtMost(bytes: number): Promise<void> {
+    if (this.#waitingAtMost(bytes)) return Promise.resolve();
+    const waiting = new Promise<void>((resolve) => {
+      (this.#waiters ??= []).push({ bytes, resolve });
+    });
+    this.flush();
+    this.#wakeWaiters();
+    return waiting;
+  }
+
+  /** Forgets everything waiting (the connection is going away) and wakes every waiter. */
+  release(): void {
+    this.#items = null;
+    this.#head = 0;
+    this.#text = "";
+    this.#itemUnits = 0;
+    this.#spanBytes = 0;
+    const waiters = this.#waiters;
+    this.#waiters = undefined;
+    for (const waiter of waiters ?? []) waiter.resolve();
+  }
+
+  /** A write completed: write what waits behind it, wake who waits for that. */
+  #written() {
+    this.flush();
+    this.#wakeWaiters();
+    this.#owner.outputWritten();
+  }
+
+  #waitingAtMost(bytes: number): boolean {
+    if (bytes === 0) return this.isEmpty && this.#stream.writableLength === 0;
+    return this.waitingBytes() <= bytes;
+  }
+
+  #wakeWaiters() {
+    const waiters = this.#waiters;
+    if (waiters === undefined) return;
+    const still = waiters.filter((waiter) => {
+      if (!this.#waitingAtMost(waiter.bytes)) return true;
+      waiter.resolve();
+      return false;
+    });
+    this.#waiters = still.length > 0 ? still : undefined;
   }
 
   /** Writes the oldest piece waiting: a string, part of a span, or the text. */
@@ -215,15 +294,6 @@ export class OutputQueue {
       this.#items = null;
       this.#head = 0;
     }
-  }
-
-  /** Forgets everything waiting (the connection is going away). */
-  clear(): void {
-    this.#items = null;
-    this.#head = 0;
-    this.#text = "";
-    this.#itemUnits = 0;
-    this.#spanBytes = 0;
   }
 
   #itemsForAppend(): Item[] {

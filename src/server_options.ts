@@ -12,13 +12,6 @@ import { createTlsContext, type TlsContext } from "./tls.ts";
 import { checkMaxFrameBytes, FrameEncoder } from "./framing.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { AddressRanges } from "./address_ranges.ts";
-import {
-  type Connection,
-  type ConnectionConfig,
-  DEFAULT_MAX_QUEUED_BYTES,
-} from "./connection.ts";
-import { TimeoutTracker } from "./timeout_tracker.ts";
-import { ServerReplies } from "./replies.ts";
 
 /** Options of {@linkcode startServer}; every field has the CLI's default. */
 export interface ServerOptions {
@@ -172,38 +165,3 @@ export function settle(options: ServerOptions): Settings {
   }
   return settings;
 }
-
-/**
- * The settings every connection of a server shares, made once per server:
- * the protocol's framing (its own frame limit, or the server's line limit),
- * the replies and bounds, and one tracker per timeout.
- */
-export function connectionConfig(
-  settings: Settings,
-  server: Pick<ConnectionConfig, "draining" | "onEnd">,
-): ConnectionConfig {
-  const protocol = settings.protocol;
-  const maxFrameBytes = protocol.framing?.maxFrameBytes ??
-    settings.maxLineBytes;
-  const encoder = new FrameEncoder(protocol.framing);
-  const tracker = (ms: number, expire: (connection: Connection) => void) =>
-    ms > 0 ? new TimeoutTracker<Connection>(ms, expire) : undefined;
-  return {
-    protocol,
-    framing: { terminator: protocol.framing?.terminator, maxFrameBytes },
-    encoder,
-    tooLongReply: ServerReplies.lineTooLong(maxFrameBytes) + encoder.ending,
-    maxQueuedBytes: protocol.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES,
-    logLines: settings.logger.isEnabledFor("debug"),
-    idle: tracker(settings.idleTimeoutMs, (c) => c.onIdleTimeout()),
-    line: tracker(settings.lineTimeoutMs, (c) => c.onLineTimeout()),
-    replyDeadline: tracker(settings.replyTimeoutMs, (c) => c.onReplyTimeout()),
-    lingerMs: LINGER_MS,
-    metrics: settings.metrics,
-    logger: settings.logger,
-    ...server,
-  };
-}
-
-/** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
-const LINGER_MS = 500;

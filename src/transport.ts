@@ -1,7 +1,7 @@
 /**
  * The transport: a TCP listener on `node:net` whose accepted sockets are an
  * async iterable, the one thing the server's accept loop consumes, and the
- * way the owner of an accepted socket receives its bytes.
+ * settings its accepted sockets are made with.
  *
  * Why `node:net` rather than `Deno.listen`: under a saturating load of
  * 1000 connections, `Deno.Conn` reads are served unevenly (a measured
@@ -11,21 +11,14 @@
  * connection in turn (see docs/performance.md for the figures). TLS uses
  * the same sockets (see tls.ts), so one connection task serves both.
  *
- * Why one shared read buffer: by default every read hands JavaScript a newly
- * allocated buffer (a 64 KiB slab, or a copy of a short read), freed only
- * when the garbage collector runs, which it rarely does for memory it does
- * not see; and freed memory is kept by the allocator. A client streaming
- * megabytes (even bytes the server drops at once) thus decided how much
- * memory the process held, and it never came back. Accepted plain sockets
- * here read into one buffer shared by every connection (`node:net`'s
- * `onread` option): a read lends its bytes to the socket's owner for the
- * length of one call, and the owner copies only what it keeps.
+ * Accepted plain sockets read into one buffer shared by every connection
+ * (see socket_reading.ts).
  *
  * @module
  */
 import net from "node:net";
-import type { Duplex } from "node:stream";
 import type { Logger } from "@logtape/logtape";
+import { lendReadsOfAcceptedSockets } from "./socket_reading.ts";
 import type { AcceptErrorKind, ServerMetrics } from "./metrics.ts";
 
 /** Where a listener is bound. */
@@ -264,157 +257,4 @@ export function formatAddr(addr: ListenAddress): string {
   return addr.hostname.includes(":")
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
-}
-
-// ---------------------------------------------------------------------------
-// Reading an accepted socket
-// ---------------------------------------------------------------------------
-
-/**
- * Who receives a socket's bytes. `bytes` may be lent (a view of the shared
- * read buffer, valid only during the call): copy what you keep. Return false
- * to stop reading until {@linkcode resumeReading}.
- */
-export interface ByteReceiver {
-  onBytes(bytes: Uint8Array): boolean;
-}
-
-/** The size of the read buffer shared by every accepted socket (as libuv reads). */
-const SHARED_READ_BYTES = 64 * 1024;
-const sharedReadBuffer = new Uint8Array(SHARED_READ_BYTES);
-/** Where a socket keeps its receiver. */
-const RECEIVER = Symbol("receiver");
-/** Marks a socket created with the shared read buffer. */
-const LENDS_READS = Symbol("lends reads");
-const TCP_PAUSED = Symbol("tcp paused");
-
-/** A libuv-like stream handle, as Deno's `node:net` has one per socket. */
-interface StreamHandle {
-  reading?: boolean;
-  readStart?(): number;
-  readStop?(): number;
-  /** Under TLS: the TCP handle that feeds the TLS layer. */
-  _nativeTcpHandle?: StreamHandle;
-}
-
-type ReadingSocket = Duplex & {
-  [RECEIVER]?: ByteReceiver;
-  [LENDS_READS]?: true;
-  /** The TCP reads under this stream's TLS layer were stopped by pauseReading. */
-  [TCP_PAUSED]?: boolean;
-  _handle?: StreamHandle;
-};
-
-/** The `onread` callback of every lending socket: hands the bytes to its receiver. */
-function onLentRead(this: ReadingSocket, length: number, buffer: Uint8Array) {
-  const receiver = this[RECEIVER];
-  if (receiver === undefined) return false;
-  return receiver.onBytes(buffer.subarray(0, length));
-}
-
-/** The `'data'` listener of every other stream (a chunk it owns). */
-function onOwnedChunk(this: ReadingSocket, chunk: Uint8Array) {
-  const receiver = this[RECEIVER];
-  if (receiver !== undefined && receiver.onBytes(chunk) === false) {
-    pauseReading(this);
-  }
-}
-
-/**
- * Makes the server create its accepted sockets with the shared read buffer.
- * Deno's `net.Server` builds each accepted socket in `_createSocket`; the
- * same options as its own plus `onread`. Where that hook is missing (another
- * runtime), sockets read the ordinary way.
- */
-function lendReadsOfAcceptedSockets(server: net.Server) {
-  const hooks = server as unknown as {
-    _createSocket?: (handle: unknown) => net.Socket;
-  };
-  if (typeof hooks._createSocket !== "function") return;
-  hooks._createSocket = function (this: net.Server, handle: unknown) {
-    const socket = new net.Socket({
-      handle,
-      allowHalfOpen: true,
-      pauseOnCreate: true,
-      readable: true,
-      writable: true,
-      onread: { buffer: sharedReadBuffer, callback: onLentRead },
-    } as net.SocketConstructorOpts) as net.Socket & ReadingSocket;
-    socket[LENDS_READS] = true;
-    Object.assign(socket, { server: this, _server: this });
-    return socket;
-  };
-}
-
-/**
- * Hands `stream`'s bytes to `receiver` from now on and starts reading. The
- * stream is put in flowing mode once, so that its `'end'` is emitted when
- * the peer's FIN arrives; reading itself is then started and stopped with
- * {@linkcode pauseReading} and {@linkcode resumeReading}.
- */
-export function receiveBytes(stream: Duplex, receiver: ByteReceiver): void {
-  const reading = stream as ReadingSocket;
-  const first = reading[RECEIVER] === undefined;
-  reading[RECEIVER] = receiver;
-  if (!first) return resumeReading(stream);
-  if (!reading[LENDS_READS]) stream.on("data", onOwnedChunk);
-  stream.resume();
-}
-
-/**
- * Stops handing `stream`'s bytes to anyone and stops reading, so that
- * another layer (TLS) can take the stream over.
- */
-export function stopReceiving(stream: Duplex): void {
-  const reading = stream as ReadingSocket;
-  delete reading[RECEIVER];
-  stream.off("data", onOwnedChunk);
-  pauseReading(stream);
-}
-
-/**
- * Stops reading `stream` (its receiver gets nothing until resumed). Under
- * TLS the TCP reads beneath stop too: pausing a TLS stream alone stops only
- * its events, and Deno's TLS layer would go on reading and decrypting
- * whatever the client sends, without bound.
- */
-export function pauseReading(stream: Duplex): void {
-  const reading = stream as ReadingSocket;
-  if (!reading[LENDS_READS]) {
-    stream.pause();
-    const tcp = reading._handle?._nativeTcpHandle;
-    if (tcp?.readStop !== undefined && !reading[TCP_PAUSED]) {
-      reading[TCP_PAUSED] = true;
-      tcp.readStop();
-    }
-    return;
-  }
-  const handle = reading._handle;
-  if (handle?.reading && handle.readStop !== undefined) {
-    handle.reading = false;
-    handle.readStop();
-  }
-}
-
-/** Reads `stream` again after {@linkcode pauseReading} (or a receiver's false). */
-export function resumeReading(stream: Duplex): void {
-  const reading = stream as ReadingSocket;
-  if (!reading[LENDS_READS]) {
-    if (reading[TCP_PAUSED]) {
-      reading[TCP_PAUSED] = false;
-      reading._handle?._nativeTcpHandle?.readStart?.();
-    }
-    return void stream.resume();
-  }
-  const handle = reading._handle;
-  if (handle !== undefined && !handle.reading && handle.readStart) {
-    handle.reading = true;
-    const error = handle.readStart();
-    if (error !== 0) stream.destroy(new Error(`Cannot read: error ${error}`));
-  }
-}
-
-/** True when `stream`'s reads are lent views of the shared read buffer. */
-export function lendsReads(stream: Duplex): boolean {
-  return (stream as ReadingSocket)[LENDS_READS] === true;
 }

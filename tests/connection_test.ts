@@ -8,11 +8,11 @@ import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
 import { setImmediate } from "node:timers";
 import { getLogger } from "@logtape/logtape";
+import { Connection } from "../src/connection.ts";
 import {
-  Connection,
   type ConnectionConfig,
   DEFAULT_MAX_QUEUED_BYTES,
-} from "../src/connection.ts";
+} from "../src/connection_config.ts";
 import { FrameEncoder } from "../src/framing.ts";
 import { ServerMetrics } from "../src/metrics.ts";
 import { TimeoutTracker } from "../src/timeout_tracker.ts";

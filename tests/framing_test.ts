@@ -7,11 +7,11 @@
 import assert from "node:assert/strict";
 import {
   type Frame,
-  FrameDecoder,
   FrameEncoder,
   type FramingOptions,
   LINE_TOO_LONG,
 } from "../src/framing.ts";
+import { FrameDecoder } from "../src/frame_decoder.ts";
 
 const utf8 = new TextEncoder();
 

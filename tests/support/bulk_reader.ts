@@ -8,7 +8,7 @@
  */
 import { DEFAULT_READ_TIMEOUT_MS } from "./line_client.ts";
 import { withTimeout } from "./deadline.ts";
-import { FrameDecoder } from "../../src/framing.ts";
+import { FrameDecoder } from "../../src/frame_decoder.ts";
 
 /**
  * Reads a connection's lines, decoded as UTF-8, without their CRLF. Use it
