@@ -6,7 +6,10 @@
  * BigInt and answers the whole chunk with one write. It sends the same
  * welcome line and the same reply lines as lineserver in sum mode; it knows
  * no other command (anything that is not a list of integers gets the
- * calculator's error line).
+ * calculator's error line). A line over 65536 bytes gets lineserver's
+ * line-too-long error as soon as it is that long, and its rest is dropped up
+ * to the next LF, so that a client streaming without a newline costs it no
+ * more than it costs lineserver (the bench's memory scenario).
  *
  * Prints `listening on HOST:PORT` to stderr like `server.ts`, so the bench
  * starts every server the same way.
@@ -20,6 +23,8 @@ import net from "node:net";
 const WELCOME = "<welcome: starting in sum mode>\r\n";
 const INVALID = "ERROR. Enter only integers separated by commas\r\n";
 const INTEGER = /^[ \t]*[+-]?\d+[ \t]*$/;
+const MAX_LINE = 65536;
+const TOO_LONG = `ERROR. Line too long (max ${MAX_LINE} bytes)\r\n`;
 
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
@@ -29,6 +34,8 @@ function option(name, fallback) {
 }
 
 function reply(line) {
+  const bytes = line.endsWith("\r") ? line.length - 1 : line.length;
+  if (bytes > MAX_LINE) return TOO_LONG;
   const items = (line.endsWith("\r") ? line.slice(0, -1) : line).split(",");
   let sum = 0n;
   for (const item of items) {
@@ -43,13 +50,26 @@ const server = net.createServer((socket) => {
   socket.on("error", () => {}); // A reset peer ends only its own connection.
   socket.write(WELCOME);
   let rest = "";
+  let dropping = false; // the rest of a line already answered as too long
   socket.on("data", (chunk) => {
-    const lines = (rest + chunk.toString("latin1")).split("\n");
+    let text = chunk.toString("latin1");
+    if (dropping) {
+      const lf = text.indexOf("\n");
+      if (lf < 0) return;
+      dropping = false;
+      text = text.slice(lf + 1);
+    }
+    const lines = (rest + text).split("\n");
     rest = lines.pop();
-    if (lines.length === 0) return;
     let out = "";
     for (const line of lines) out += reply(line);
-    socket.write(out);
+    // Longer than the limit even if its last byte is a CR before an LF.
+    if (rest.length > MAX_LINE + 1) {
+      out += TOO_LONG;
+      rest = "";
+      dropping = true;
+    }
+    if (out !== "") socket.write(out);
   });
 });
 
