@@ -16,7 +16,7 @@
  * A calibration that misses is repeated once (a moment of another process on
  * the generator's CPU is enough to miss); both attempts are reported.
  *
- * Scenarios (`--scenario a,b,c,d,e,w`, default all):
+ * Scenarios (`--scenario a,b,c,d,e,w,m`, default all):
  *   a  50 connections, strict request/response (raw echo, lineserver, Node peer)
  *   b  50 connections, 32 lines in flight per connection (the same three)
  *   c  1000 connections, closed loop on `1,2,3,4,5,6,7,8\n`: fairness (every
@@ -24,6 +24,8 @@
  *   e  the same at 5000 connections
  *   d  server RSS per idle connection, 5000 connections held after the welcome
  *   w  a and b with `--workers 2` against `--workers 1`, both on CPUs 0-1
+ *   m  memory under clients streaming without a newline, and the return to
+ *      rest (memory_scenario.ts)
  *
  * Every reply is checked byte for byte; any mismatch or connection error, or
  * a failed calibration, makes the exit code 1. Targets missed are reported,
@@ -68,11 +70,12 @@ import {
   runLoad,
   type Settings,
 } from "./scenarios.ts";
+import { memoryBudgetS, runMemory } from "./memory_scenario.ts";
 import { cleanUp, type ServerKind } from "./servers.ts";
 import { calculatorPool, fairnessPool } from "./traffic.ts";
 
 const PIPELINE_DEPTH = 32;
-const SCENARIOS = ["a", "b", "c", "d", "e", "w"];
+const SCENARIOS = ["a", "b", "c", "d", "e", "w", "m"];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -81,17 +84,20 @@ const SCENARIOS = ["a", "b", "c", "d", "e", "w"];
 export interface Options extends Settings {
   jsonOnly: boolean;
   scenarios: Set<string>;
+  /** Seconds of rest watched after each load of scenario m. */
+  memoryRestS: number;
 }
 
 const USAGE = `usage: deno task bench [options]
   --quick                 a short smoke run (1 s windows, 1000 idle connections)
-  --scenario LIST         comma-separated, from a,b,c,d,e,w (default all)
+  --scenario LIST         comma-separated, from a,b,c,d,e,w,m (default all)
   --duration S            measuring window of a, b, w (default 6)
   --warmup S              warm-up of a, b, w (default 1)
   --fair-duration S       measuring window of c, e and the calibration (default 8)
   --fair-warmup S         warm-up of c, e and the calibration (default 2)
   --client-workers N      generator Workers (default 1)
   --idle-connections N    connections held in d (default 5000)
+  --memory-rest S         rest watched after each load of m (default 30)
   --server FILE           lineserver entry point (default server.ts)
   --deno-flags "FLAGS"    extra deno run flags for lineserver
   --json-only             print only the JSON`;
@@ -113,6 +119,7 @@ export function parseOptions(args: string[]): Options {
     fairDurationS: quick ? 2 : 8,
     clientWorkers: 1,
     idleConnections: quick ? 1000 : 5000,
+    memoryRestS: quick ? 5 : 30,
     calc: { server: "server.ts", denoFlags: [] },
   };
   const flags = new Set(["--quick", "--json-only"]);
@@ -156,6 +163,7 @@ export function parseOptions(args: string[]): Options {
   options.idleConnections = Math.floor(
     number("--idle-connections", 1, 20000, options.idleConnections),
   );
+  options.memoryRestS = number("--memory-rest", 1, 120, options.memoryRestS);
   options.calc.server = valued.get("--server") ?? options.calc.server;
   options.calc.denoFlags =
     valued.get("--deno-flags")?.split(" ").filter((f) => f) ?? [];
@@ -273,6 +281,7 @@ function budgetMs(rows: LoadScenario[], options: Options): number {
   if (options.scenarios.has("d")) {
     seconds += IDLE_SERVERS.length * (10 + options.idleConnections / 250);
   }
+  if (options.scenarios.has("m")) seconds += memoryBudgetS(options.memoryRestS);
   return seconds * 1000;
 }
 
@@ -342,7 +351,11 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
     }
   }
 
-  const summary = summarize({ loads, idle }, {
+  const memory = options.scenarios.has("m")
+    ? await runMemory(options, options.memoryRestS)
+    : [];
+
+  const summary = summarize({ loads, idle, memory }, {
     processors,
     cpuModel: await cpuModel(),
     clientWorkers: options.clientWorkers,
