@@ -62,62 +62,44 @@ interface Variant {
   env?: Record<string, string>;
 }
 
-const A = ["--read", "data"];
+const DATA = ["--read", "data"];
+const GC = [...DATA, "--gc-every", "100"];
+const onDeno = (
+  id: string,
+  what: string,
+  args: string[],
+  more: Partial<Variant> = {},
+): Variant => ({ id, what, runtime: "deno", args, ...more });
 const VARIANTS: Variant[] = [
-  { id: "a", what: "node:net, data events", runtime: "deno", args: A },
-  {
-    id: "b",
-    what: "node:net, onread, one shared buffer",
-    runtime: "deno",
-    args: ["--read", "onread"],
-  },
-  {
-    id: "c",
-    what: "Deno.listen, conn.read into one buffer per conn",
-    runtime: "deno",
-    args: ["--read", "deno"],
-  },
-  {
-    id: "d",
-    what: "node:net, data events + gc() every 100 ms (got at run time)",
-    runtime: "deno",
-    args: [...A, "--gc-every", "100"],
-  },
-  { id: "e", what: "node:net, data events", runtime: "node", args: A },
-  {
-    id: "f",
-    what: "d + malloc_trim(0) after each gc (FFI)",
-    runtime: "deno",
-    args: [...A, "--gc-every", "100", "--trim"],
+  onDeno("a", "node:net, data events", DATA),
+  onDeno("b", "node:net, onread, one shared buffer", ["--read", "onread"]),
+  onDeno("c", "Deno.listen, conn.read into one buffer per conn", [
+    "--read",
+    "deno",
+  ]),
+  onDeno(
+    "d",
+    "node:net, data events + gc() every 100 ms (got at run time)",
+    GC,
+  ),
+  { id: "e", what: "node:net, data events", runtime: "node", args: DATA },
+  onDeno("f", "d + malloc_trim(0) after each gc (FFI)", [...GC, "--trim"], {
     denoFlags: ["--allow-ffi"],
-  },
-  {
-    id: "g",
-    what: 'a + v8.setFlagsFromString("--max-semi-space-size=1")',
-    runtime: "deno",
-    args: [...A, "--v8-flags-at-run-time", "--max-semi-space-size=1"],
-  },
-  {
-    id: "h",
-    what: "a, env MALLOC_ARENA_MAX=2",
-    runtime: "deno",
-    args: A,
+  }),
+  onDeno(
+    "g",
+    'a + v8.setFlagsFromString("--max-semi-space-size=1")',
+    [...DATA, "--v8-flags-at-run-time", "--max-semi-space-size=1"],
+  ),
+  onDeno("h", "a, env MALLOC_ARENA_MAX=2", DATA, {
     env: { MALLOC_ARENA_MAX: "2" },
-  },
-  {
-    id: "i",
-    what: "d, env MALLOC_TRIM_THRESHOLD_=0",
-    runtime: "deno",
-    args: [...A, "--gc-every", "100"],
+  }),
+  onDeno("i", "d, env MALLOC_TRIM_THRESHOLD_=0", GC, {
     env: { MALLOC_TRIM_THRESHOLD_: "0" },
-  },
-  {
-    id: "j",
-    what: "d, env MALLOC_MMAP_THRESHOLD_=65536",
-    runtime: "deno",
-    args: [...A, "--gc-every", "100"],
+  }),
+  onDeno("j", "d, env MALLOC_MMAP_THRESHOLD_=65536", GC, {
     env: { MALLOC_MMAP_THRESHOLD_: "65536" },
-  },
+  }),
 ];
 
 function option(name: string, fallback: string): string {
