@@ -7,7 +7,11 @@
  * the same reply lines as lineserver; it knows the `sum` and `product`
  * commands and no other (anything that is not a list of integers gets the
  * calculator's error line). With `--protocol echo` it answers each line with
- * itself instead, and sends no welcome, like lineserver's echo protocol.
+ * itself instead, and sends no welcome, like lineserver's echo protocol. A
+ * line over 65536 bytes gets lineserver's line-too-long error as soon as it
+ * is that long, and its rest is dropped up to the next LF, so that a client
+ * streaming without a newline costs it no more than it costs lineserver (the
+ * bench's memory scenario).
  *
  * Prints `listening on HOST:PORT` to stderr like `server.ts`, so the bench
  * starts every server the same way.
@@ -21,6 +25,8 @@ import net from "node:net";
 const WELCOME = "<welcome: starting in sum mode>\r\n";
 const INVALID = "ERROR. Enter only integers separated by commas\r\n";
 const INTEGER = /^[ \t]*[+-]?\d+[ \t]*$/;
+const MAX_LINE = 65536;
+const TOO_LONG = `ERROR. Line too long (max ${MAX_LINE} bytes)\r\n`;
 
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
@@ -31,6 +37,8 @@ function option(name, fallback) {
 
 /** The reply to one line; `session.product` is the connection's mode. */
 function reply(line, session) {
+  const bytes = line.endsWith("\r") ? line.length - 1 : line.length;
+  if (bytes > MAX_LINE) return TOO_LONG;
   const text = line.endsWith("\r") ? line.slice(0, -1) : line;
   if (text === "sum" || text === "product") {
     session.product = text === "product";
@@ -61,15 +69,28 @@ const server = net.createServer((socket) => {
   if (!echoing) socket.write(WELCOME);
   const session = { product: false };
   let rest = "";
+  let dropping = false; // the rest of a line already answered as too long
   socket.on("data", (chunk) => {
-    const lines = (rest + chunk.toString("latin1")).split("\n");
+    let text = chunk.toString("latin1");
+    if (dropping) {
+      const lf = text.indexOf("\n");
+      if (lf < 0) return;
+      dropping = false;
+      text = text.slice(lf + 1);
+    }
+    const lines = (rest + text).split("\n");
     rest = lines.pop();
-    if (lines.length === 0) return;
     let out = "";
     for (const line of lines) {
       out += echoing ? echo(line) : reply(line, session);
     }
-    socket.write(out);
+    // Longer than the limit even if its last byte is a CR before an LF.
+    if (rest.length > MAX_LINE + 1) {
+      out += TOO_LONG;
+      rest = "";
+      dropping = true;
+    }
+    if (out !== "") socket.write(out);
   });
 });
 

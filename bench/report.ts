@@ -8,6 +8,11 @@
  * @module
  */
 import { placement, SERVER_CPU } from "./machine.ts";
+import {
+  type MemoryResult,
+  memoryTargets,
+  memoryText,
+} from "./memory_scenario.ts";
 import type { IdleResult, LoadResult } from "./scenarios.ts";
 import {
   heavyLinesFailures,
@@ -51,6 +56,7 @@ export interface Measured {
   loads: LoadResult[];
   idle: IdleResult[];
   heavy: HeavyLinesResult[];
+  memory: MemoryResult[];
 }
 
 /** The facts about the run that the JSON's `meta` records. */
@@ -100,8 +106,17 @@ function ratio(
 }
 
 /** Everything that makes the run a failure; a skipped row is not one. */
-function failuresOf(loads: LoadResult[], idle: IdleResult[]): string[] {
+function failuresOf(
+  loads: LoadResult[],
+  idle: IdleResult[],
+  memory: MemoryResult[],
+): string[] {
   const failures: string[] = [];
+  for (const r of memory) {
+    if (r.failed) failures.push(`${r.id}: ${r.failed}`);
+    if (r.errors) failures.push(`${r.id}: ${r.errors} errors`);
+    if (r.mismatches) failures.push(`${r.id}: ${r.mismatches} mismatches`);
+  }
   for (const r of [...loads, ...idle]) {
     if (r.failed) failures.push(`${r.id}: ${r.failed}`);
     if (r.errors) failures.push(`${r.id}: ${r.errors} errors`);
@@ -115,7 +130,7 @@ function failuresOf(loads: LoadResult[], idle: IdleResult[]): string[] {
 
 /** The JSON document of the run; `meta.totalS` counts up to this moment. */
 export function summarize(measured: Measured, facts: RunFacts) {
-  const { loads, idle, heavy } = measured;
+  const { loads, idle, heavy, memory } = measured;
   const byId = (id: string) => loads.find((r) => r.id === id);
   const meanBytes = (lines: string[]) =>
     lines.reduce((sum, l) => sum + l.length, 0) / lines.length;
@@ -267,9 +282,14 @@ export function summarize(measured: Measured, facts: RunFacts) {
       TARGETS.peakRssMiB,
       false,
     ),
+    /** Scenario m: growth under streamers, and the return to rest. */
+    memory: memoryTargets(memory),
   };
 
-  const failures = [...failuresOf(loads, idle), ...heavyLinesFailures(heavy)];
+  const failures = [
+    ...failuresOf(loads, idle, memory),
+    ...heavyLinesFailures(heavy),
+  ];
   if (calibration.met === false) {
     const other = usable(cal) && cal.otherCpu > 0.1
       ? `; other processes used ${
@@ -327,6 +347,7 @@ export function summarize(measured: Measured, facts: RunFacts) {
     scenarios: loads,
     idle,
     heavyLines: heavy,
+    memory,
     failures,
     ok: failures.length === 0,
   };
@@ -602,6 +623,7 @@ function text(summary: Summary): string {
       );
     }
   }
+  if (summary.memory.length > 0) out.push(memoryText(summary.memory));
   // Retransmitted segments alone can be probes of a full receive window;
   // a retransmission timeout, a full listen queue or a full input backlog
   // means a packet was lost and waited.
@@ -628,7 +650,7 @@ function text(summary: Summary): string {
       }: those rows are disturbed; rerun on a quiet machine`,
     );
   }
-  for (const r of [...loads, ...summary.idle]) {
+  for (const r of [...loads, ...summary.idle, ...summary.memory]) {
     for (const m of r.mismatchSamples) out.push(`${r.id} mismatch: ${m}`);
     for (const e of r.errorSamples) out.push(`${r.id} error: ${e}`);
   }

@@ -16,7 +16,7 @@
  * A calibration that misses is repeated once (a moment of another process on
  * the generator's CPU is enough to miss); both attempts are reported.
  *
- * Scenarios (`--scenario a,b,c,d,e,w`, default all):
+ * Scenarios (`--scenario a,b,c,d,e,w,m`, default all):
  *   a  50 connections, strict request/response (raw echo, lineserver, Node peer)
  *   b  50 connections, 32 lines in flight per connection (the same three)
  *   c  1000 connections, closed loop on `1,2,3,4,5,6,7,8\n`: fairness (every
@@ -28,6 +28,8 @@
  *      bulk push (client_scenario.ts)
  *   h  one client pipelining 64 KB lines beside a bystander sending a line
  *      every 50 ms: the bystander's reply times (heavy_lines.ts)
+ *   m  memory under clients streaming without a newline, and the return to
+ *      rest (memory_scenario.ts)
  *
  * Every reply is checked byte for byte; any mismatch or connection error, or
  * a failed calibration, makes the exit code 1. Targets missed are reported,
@@ -73,6 +75,7 @@ import {
   runLoad,
   type Settings,
 } from "./scenarios.ts";
+import { memoryBudgetS, runMemory } from "./memory_scenario.ts";
 import { cleanUp, type ServerKind } from "./servers.ts";
 import { clientTable, runClientScenario } from "./client_scenario.ts";
 import {
@@ -84,7 +87,7 @@ import {
 import { calculatorPool, fairnessPool } from "./traffic.ts";
 
 const PIPELINE_DEPTH = 32;
-const SCENARIOS = ["a", "b", "c", "d", "e", "w", "h", "k"];
+const SCENARIOS = ["a", "b", "c", "d", "e", "w", "h", "k", "m"];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -93,11 +96,13 @@ const SCENARIOS = ["a", "b", "c", "d", "e", "w", "h", "k"];
 export interface Options extends Settings {
   jsonOnly: boolean;
   scenarios: Set<string>;
+  /** Seconds of rest watched after each load of scenario m. */
+  memoryRestS: number;
 }
 
 const USAGE = `usage: deno task bench [options]
   --quick                 a short smoke run (1-2 s windows)
-  --scenario LIST         comma-separated, from a,b,c,d,e,w,h,k (default all)
+  --scenario LIST         comma-separated, from a,b,c,d,e,w,h,k,m (default all)
   --duration S            measuring window of a, b, w, h (default 6)
   --warmup S              warm-up of a, b, w, h (default 1)
   --fair-duration S       measuring window of c, e and the calibration (default 8)
@@ -105,6 +110,7 @@ const USAGE = `usage: deno task bench [options]
   --client-workers N      generator Workers (default 1)
   --idle-connections N    connections held in d (default 5000; the idle
                           target is judged only at 5000 or more)
+  --memory-rest S         rest watched after each load of m (default 30)
   --server FILE           lineserver entry point (default server.ts)
   --deno-flags "FLAGS"    extra deno run flags for lineserver
   --json-only             print only the JSON`;
@@ -128,6 +134,7 @@ export function parseOptions(args: string[]): Options {
     // As many as the documented figure, even when quick: fewer would give
     // a larger figure per connection that cannot be compared with it.
     idleConnections: IDLE_TARGET_CONNECTIONS,
+    memoryRestS: quick ? 5 : 30,
     calc: { server: "server.ts", denoFlags: [] },
   };
   const flags = new Set(["--quick", "--json-only"]);
@@ -171,6 +178,7 @@ export function parseOptions(args: string[]): Options {
   options.idleConnections = Math.floor(
     number("--idle-connections", 1, 20000, options.idleConnections),
   );
+  options.memoryRestS = number("--memory-rest", 1, 120, options.memoryRestS);
   options.calc.server = valued.get("--server") ?? options.calc.server;
   options.calc.denoFlags =
     valued.get("--deno-flags")?.split(" ").filter((f) => f) ?? [];
@@ -292,6 +300,7 @@ function budgetMs(rows: LoadScenario[], options: Options): number {
     seconds += 6 * (options.warmupS + options.durationS + 10);
   }
   if (options.scenarios.has("h")) seconds += heavyLinesBudgetS(options);
+  if (options.scenarios.has("m")) seconds += memoryBudgetS(options.memoryRestS);
   return seconds * 1000;
 }
 
@@ -368,8 +377,11 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
   if (options.scenarios.has("h")) {
     for (const row of HEAVY_ROWS) heavy.push(await runHeavyRow(row, options));
   }
+  const memory = options.scenarios.has("m")
+    ? await runMemory(options, options.memoryRestS)
+    : [];
 
-  const summary = summarize({ loads, idle, heavy }, {
+  const summary = summarize({ loads, idle, heavy, memory }, {
     processors,
     cpuModel: await cpuModel(),
     clientWorkers: options.clientWorkers,

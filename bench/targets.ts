@@ -19,8 +19,8 @@ export const TARGETS = {
   requestResponse: 1.2,
   pipelined: 3,
   thousandConnections: 1,
-  idleKiBPerConnection: 8,
-  peakRssMiB: 100,
+  idleKiBPerConnection: 6,
+  peakRssMiB: 80,
 };
 
 /**
@@ -67,6 +67,15 @@ export interface TargetChecks {
   };
   idleKiBPerConnection: (Check & { connections: number }) | null;
   peakRssMiB1000: Check;
+  /** Scenario m, per load: growth under the streamers, and RSS after the rest. */
+  memory?: MemoryTargetChecks[];
+}
+
+/** One memory load's two checks. */
+export interface MemoryTargetChecks {
+  load: string;
+  growthMiB: Check;
+  afterRestMiB: Check & { restS: number };
 }
 
 /** Every target by the name the last line of the report gives it. */
@@ -93,6 +102,10 @@ function namedTargets(
       targets.idleKiBPerConnection,
     ],
     ["peak RSS MiB under 1000 conns", targets.peakRssMiB1000],
+    ...(targets.memory ?? []).flatMap((m): [string, Check][] => [
+      [`RSS growth MiB, ${m.load}`, m.growthMiB],
+      [`RSS MiB ${m.afterRestMiB.restS} s after ${m.load}`, m.afterRestMiB],
+    ]),
   ];
 }
 

@@ -125,6 +125,34 @@ export async function rssBytes(pid: number): Promise<number> {
   return Number(match[1]) * 1024;
 }
 
+/**
+ * The highest resident memory of process `pid` in bytes since it started or
+ * since {@linkcode resetPeakRss} (VmHWM from /proc/PID/status).
+ */
+export async function peakRssBytes(pid: number): Promise<number> {
+  const status = await readProc(`/proc/${pid}/status`);
+  const match = status.match(/^VmHWM:\s+(\d+)\s+kB$/m);
+  if (!match) throw new Error(`No VmHWM in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+/** Resets the peak {@linkcode peakRssBytes} reports to the current RSS (Linux clear_refs). */
+export async function resetPeakRss(pid: number): Promise<void> {
+  const { code, stderr } = await new Deno.Command("sh", {
+    args: ["-c", 'echo 5 > "/proc/$1/clear_refs"', "sh", String(pid)],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (code !== 0) {
+    throw new Error(
+      `Cannot reset the peak RSS of ${pid}: ${
+        new TextDecoder().decode(stderr).trim()
+      }`,
+    );
+  }
+}
+
 /** User + system CPU time of process `pid` (all threads), in seconds. */
 export async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readProc(`/proc/${pid}/stat`);
