@@ -63,8 +63,11 @@ type OwnedStream = Duplex & { [OWNER]: Connection };
 
 /** One admitted connection and the task that serves it. */
 export class Connection implements LineConnection, OutputOwner {
-  readonly id: number;
   readonly peer: PeerAddress;
+  /** A balancer's health check: it is sent nothing it did not ask for. */
+  readonly healthCheck: boolean;
+  /** 0 for a health check until it sends a line (see {@linkcode id}). */
+  #id: number;
   readonly #stream: Duplex;
   readonly #config: ConnectionConfig;
   /** Made at the first byte received: an idle connection needs none. */
@@ -104,13 +107,23 @@ export class Connection implements LineConnection, OutputOwner {
   constructor(
     stream: Duplex,
     config: ConnectionConfig,
-    options: { id: number; peer: PeerAddress },
+    options: { id: number; peer: PeerAddress; healthCheck?: boolean },
   ) {
     this.#stream = stream;
     this.#config = config;
     this.#out = new OutputQueue(stream, this, config.metrics);
-    this.id = options.id;
+    this.#id = options.id;
     this.peer = options.peer;
+    this.healthCheck = options.healthCheck ?? false;
+  }
+
+  /**
+   * 1 for the first connection the server admitted, 2 for the next, and so
+   * on. A health check takes its number only when it sends a line (it
+   * becomes a session then).
+   */
+  get id(): number {
+    return this.#id;
   }
 
   /** The peer as `HOST:PORT`, for logs. */
@@ -142,27 +155,36 @@ export class Connection implements LineConnection, OutputOwner {
     stream.on("end", Connection.#endListener);
     stream.on("error", Connection.#errorListener);
     stream.on("close", Connection.#closeListener);
-    this.#config.logger.info("connection opened {peer}", {
-      peer: this.peerText,
-    });
+    this.#log("connection opened {peer}", { peer: this.peerText });
     this.#config.idle?.start(this);
-    try {
-      this.#session = this.#config.protocol.createSession(this);
-      const greeting = this.#session.greeting;
-      if (greeting !== undefined) {
-        this.#out.appendText(this.#config.encoder.line(greeting));
-      }
-    } catch (error) {
-      // Nothing is owed to the client yet: close at once.
-      this.#logFault(error);
-      this.#endAs("fault");
-      this.#destroy();
-      return;
-    }
+    // A health check gets its session (without a greeting) if it sends a line.
+    if (!this.healthCheck && !this.#startSession()) return;
     this.#reading = true;
     receiveBytes(stream, this);
     if (initial !== undefined && initial.length > 0) this.onBytes(initial);
     else this.#out.flush();
+  }
+
+  /**
+   * Makes the session and queues its greeting (none for a health check).
+   * False if the protocol threw: nothing is owed to the client yet, so the
+   * connection is closed at once.
+   */
+  #startSession(): boolean {
+    try {
+      if (this.healthCheck) this.#id = this.#config.nextId();
+      this.#session = this.#config.protocol.createSession(this);
+      const greeting = this.#session.greeting;
+      if (greeting !== undefined && !this.healthCheck) {
+        this.#out.appendText(this.#config.encoder.line(greeting));
+      }
+      return true;
+    } catch (error) {
+      this.#logFault(error);
+      this.#endAs("fault");
+      this.#destroy();
+      return false;
+    }
   }
 
   send(...lines: string[]): boolean {
@@ -278,8 +300,7 @@ export class Connection implements LineConnection, OutputOwner {
   onReplyTimeout(): void {
     if (this.#state !== "open" || this.#wait !== "reply") return;
     this.#replyAbort?.abort(new Error("The reply took too long"));
-    this.#config.metrics.handlerFault();
-    this.#config.logger.error(
+    this.#config.logger.warn(
       "connection {peer}: a reply did not settle in time: closing",
       { peer: this.peerText },
     );
@@ -423,6 +444,7 @@ export class Connection implements LineConnection, OutputOwner {
       this.#config.metrics.lineTooLong();
       return;
     }
+    if (this.#session === undefined && !this.#startSession()) return;
     const session = this.#session!;
     let reply: unknown;
     this.#replying = true;
@@ -667,7 +689,7 @@ export class Connection implements LineConnection, OutputOwner {
     this.#out.release();
     const { logger, metrics } = this.#config;
     const lines = this.#lines;
-    logger.info(
+    this.#log(
       lines === 1
         ? "connection closed {peer} after {durationMs} ms, {lines} line, {outcome}"
         : "connection closed {peer} after {durationMs} ms, {lines} lines, {outcome}",
@@ -688,6 +710,13 @@ export class Connection implements LineConnection, OutputOwner {
       });
     }
     this.#config.onEnd(this);
+  }
+
+  /** Connection events: info level, debug for a health check. */
+  #log(message: string, properties: Record<string, unknown>) {
+    const logger = this.#config.logger;
+    if (this.healthCheck) logger.debug(message, properties);
+    else logger.info(message, properties);
   }
 }
 

@@ -57,6 +57,8 @@ export interface ConnectionConfig {
   draining: () => boolean;
   /** Called once when a connection has ended (its stream is closed): the server counts it and frees its slot. */
   onEnd: (connection: Connection) => void;
+  /** The next connection number (a health check takes one when it sends a line). */
+  nextId: () => number;
   metrics: ServerMetrics;
   logger: Logger;
 }
@@ -68,7 +70,7 @@ export interface ConnectionConfig {
  */
 export function connectionConfig(
   settings: Settings,
-  server: Pick<ConnectionConfig, "draining" | "onEnd">,
+  server: Pick<ConnectionConfig, "draining" | "onEnd" | "nextId">,
 ): ConnectionConfig {
   const protocol = settings.protocol;
   const maxFrameBytes = protocol.framing?.maxFrameBytes ??

@@ -108,23 +108,21 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
   /**
    * Sends `lines` to every open member but `options.except`, each line
    * encoded once for all of them. Throws a `TypeError`, sending nothing, if
-   * a line contains CR or LF (see {@linkcode LineConnection.send}).
+   * a line would not arrive as one line (see {@linkcode LineConnection.send}:
+   * CR or LF for line framing, the terminator for another framing).
    *
    * @returns false when a member that is still reading has fallen behind: a
    * sender should then wait for {@linkcode drained} before sending more (as
    * with a Node.js stream's `write`).
    */
   broadcast(lines: readonly string[], options: { except?: C } = {}): boolean {
-    for (const line of lines) {
-      if (/[\r\n]/.test(line)) {
-        throw new TypeError(
-          `Cannot send a line that contains CR or LF: ${
-            JSON.stringify(line.slice(0, 80))
-          }`,
-        );
+    // Every line is checked (encoded, per framing) before anyone gets one.
+    const encoded = new Map<FrameEncoder, Encoded>();
+    for (const member of this.#members) {
+      if (member instanceof Connection && !encoded.has(member.encoder)) {
+        encoded.set(member.encoder, this.#encode(member.encoder, lines));
       }
     }
-    let encoded: Map<FrameEncoder, Encoded> | undefined;
     let caughtUp = true;
     for (const member of this.#members) {
       if (member.closed) {
@@ -133,9 +131,7 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
       }
       if (member === options.except) continue;
       if (member instanceof Connection) {
-        encoded ??= new Map();
-        const text = encoded.get(member.encoder) ??
-          this.#encode(member.encoder, lines, encoded);
+        const text = encoded.get(member.encoder)!;
         member.queueSpan(text.log, text.position, text.end);
       } else {
         member.send(...lines);
@@ -188,19 +184,14 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
     return waiting > BEHIND_BYTES;
   }
 
-  #encode(
-    encoder: FrameEncoder,
-    lines: readonly string[],
-    encoded: Map<FrameEncoder, Encoded>,
-  ): Encoded {
+  /** `lines` in the log of `encoder`'s framing; throws (see send) for a line it refuses. */
+  #encode(encoder: FrameEncoder, lines: readonly string[]): Encoded {
     let text = "";
     for (const line of lines) text += encoder.line(line, { refuseCr: true });
     let log = this.#logs.get(encoder);
     if (log === undefined) this.#logs.set(encoder, log = new BroadcastLog());
     const position = log.append(text);
-    const result = { log, position, end: log.end };
-    encoded.set(encoder, result);
-    return result;
+    return { log, position, end: log.end };
   }
 
   #prune() {

@@ -123,6 +123,7 @@ export class LineServer {
     this.#config = connectionConfig(settings, {
       draining: () => this.draining,
       onEnd: (connection) => this.#ended(connection),
+      nextId: () => ++this.#served,
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     const metrics = settings.metrics;
@@ -247,7 +248,11 @@ export class LineServer {
     tracked.setUp = true;
     if (stream !== tracked.stream) this.#retrack(tracked, stream);
     if (this.draining) return void stream.destroy();
-    if (setup.healthCheck) return this.#answerHealthCheck(tracked, own);
+    // A balancer's health check keeps the socket's address and no
+    // per-address slot (that address is the balancer's).
+    if (setup.healthCheck) {
+      return this.#serve(tracked, stream, own, initial, true);
+    }
     if (tracked.address !== undefined) {
       return this.#serve(tracked, stream, peer, initial);
     }
@@ -340,11 +345,14 @@ export class LineServer {
     stream: Duplex,
     peer: PeerAddress,
     initial: Uint8Array | undefined,
+    healthCheck = false,
   ) {
-    this.metrics.connectionAdmitted();
+    if (healthCheck) this.metrics.healthCheckStarted();
+    else this.metrics.connectionAdmitted();
     const connection = new Connection(stream, this.#config, {
-      id: ++this.#served,
+      id: healthCheck ? 0 : ++this.#served,
       peer,
+      healthCheck,
     });
     tracked.connection = connection;
     this.#connections.add(connection);
@@ -354,7 +362,8 @@ export class LineServer {
   /** A connection task has ended: it is counted (its slots go with its socket). */
   #ended(connection: Connection) {
     this.#connections.delete(connection);
-    this.metrics.connectionEnded(connection.outcome);
+    if (connection.healthCheck) this.metrics.healthCheckEnded();
+    else this.metrics.connectionEnded(connection.outcome);
   }
 
   /** Follows `stream` from now on: its `close` ends the tracking. */
@@ -402,16 +411,6 @@ export class LineServer {
       tracked.address = undefined;
       this.#admission.releaseAddress(host);
     }
-  }
-
-  /** A balancer's health check (PROXY v2 LOCAL): counted, and closed without a word. */
-  #answerHealthCheck(tracked: Tracked, own: PeerAddress) {
-    this.#release(tracked);
-    this.metrics.healthCheck();
-    this.#settings.logger.debug("health check from {peer}", {
-      peer: formatAddr(own),
-    });
-    closeAfter(tracked.stream, "", false);
   }
 
   /** Refused before anything else: closed at once, without a line. */

@@ -106,7 +106,7 @@ const ERROR_KINDS: readonly ErrorKind[] = [
 
 /** The values of a {@linkcode ServerMetrics}, as plain data. */
 export interface MetricsSnapshot {
-  /** `lineserver_connections_active`: connections holding a slot. */
+  /** `lineserver_connections_active`: connections being served (health checks included; sockets still in their PROXY header or TLS handshake not). */
   connectionsActive: number;
   /** `lineserver_lines_total`: request lines answered. */
   linesTotal: number;
@@ -116,7 +116,7 @@ export interface MetricsSnapshot {
   bytesSent: number;
   /** `lineserver_draining`: 1 from the start of a shutdown on, else 0. */
   draining: number;
-  /** `lineserver_health_checks_total`: balancer health checks (PROXY v2 LOCAL). */
+  /** `lineserver_health_checks_total`: balancer health checks (PROXY v2 LOCAL connections). */
   healthChecks: number;
   /** `lineserver_connections_total`, by outcome. */
   connectionsClosed: Record<ConnectionOutcome, number>;
@@ -235,9 +235,18 @@ export class ServerMetrics {
     this.connectionsClosed[outcome]++;
   }
 
-  /** A balancer checked the server's health (a PROXY v2 LOCAL connection). */
-  healthCheck(): void {
+  /**
+   * A balancer's health check (a PROXY v2 LOCAL connection) began: it holds
+   * a slot, but is not counted among the connections.
+   */
+  healthCheckStarted(): void {
     this.healthChecks++;
+    this.connectionsActive++;
+  }
+
+  /** A health check has closed and given its slot back. */
+  healthCheckEnded(): void {
+    this.connectionsActive--;
   }
 
   /** An accept failed. */
@@ -285,7 +294,7 @@ export class ServerMetrics {
   /** The Prometheus text exposition of every metric. */
   render(): string {
     const lines = [
-      "# HELP lineserver_connections_active Connections currently open (holding a slot). Alert when near --max-connections.",
+      "# HELP lineserver_connections_active Connections being served now (balancer health checks included; sockets still in their PROXY header or TLS handshake hold a slot but are not counted). Alert when near --max-connections.",
       "# TYPE lineserver_connections_active gauge",
       `lineserver_connections_active ${this.connectionsActive}`,
       "# HELP lineserver_connections_total Connections ended, by how they ended, counted once closed (clients never admitted included). Alert on forced rising (drains do not finish in --shutdown-timeout).",
@@ -314,7 +323,7 @@ export class ServerMetrics {
       "# HELP lineserver_bytes_sent_total Bytes written to clients.",
       "# TYPE lineserver_bytes_sent_total counter",
       `lineserver_bytes_sent_total ${this.bytesSent}`,
-      "# HELP lineserver_health_checks_total Balancer health checks (PROXY v2 LOCAL connections), closed at once and not counted as connections.",
+      "# HELP lineserver_health_checks_total Balancer health checks (PROXY v2 LOCAL connections): sent nothing they do not ask for, not counted in lineserver_connections_total.",
       "# TYPE lineserver_health_checks_total counter",
       `lineserver_health_checks_total ${this.healthChecks}`,
       "# HELP lineserver_log_lines_dropped_total Log lines not written because stderr was not read fast enough, by the whole process (the log says how many once writing resumes). Alert above 0: whatever reads the log is stuck or too slow.",

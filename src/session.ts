@@ -78,9 +78,10 @@ export interface LineConnection {
    * the protocol's {@linkcode LineProtocol.maxQueuedBytes}, the connection
    * is closed as `slow_consumer` (and false is returned).
    *
-   * Throws a `TypeError`, sending none of `lines`, if a line contains CR or
-   * LF (or the protocol's terminator): a client splitting lines on either
-   * would see a line the server did not send.
+   * Throws a `TypeError`, sending none of `lines`, if a line would not
+   * arrive as one line: with line framing, if it contains CR or LF (a
+   * client splitting lines on either would see a line the server did not
+   * send); with another framing, if it contains the terminator.
    *
    * @returns false once 64 KiB or more wait for the client, so that a
    * protocol streaming many lines should wait for {@linkcode drained} before

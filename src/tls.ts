@@ -114,10 +114,9 @@ export function startTls(
  * its slot until the idle timeout.
  *
  * A stream that never reaches its high-water mark never asks to stop, so
- * the close_notify is delivered. This adds no buffering of a new kind:
- * Deno's TLS layer keeps reading the socket while the stream is paused and
- * holds what it decrypts either way; the bytes now wait in the stream
- * instead. The connection's pause() still stops `'data'` while it waits.
+ * the close_notify is delivered. What waits in the stream stays bounded: a
+ * connection that stops reading stops the TCP reads beneath the TLS layer
+ * too (socket_reading.ts), so at most what was already decrypted waits.
  * There is no public option for the readable side alone (`highWaterMark`
  * would raise the writable one too, which the connection's output
  * backpressure relies on). `bench/tls_half_close.mjs` shows the loss and

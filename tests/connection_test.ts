@@ -143,6 +143,7 @@ async function withConnection(
     lingerMs: 0,
     draining: () => draining,
     onEnd,
+    nextId: () => 2,
     metrics,
     logger: getLogger(["lineserver", "connection_test"]),
   };

@@ -109,30 +109,46 @@ Deno.test("proxy protocol: v1 UNKNOWN keeps the socket's own address", async () 
   );
 });
 
-Deno.test("proxy protocol: a v2 LOCAL connection is a health check: sent nothing, closed, counted apart", async () => {
+Deno.test("proxy protocol: a v2 LOCAL connection is a health check: sent nothing it did not ask for, counted apart", async () => {
   await withServer(
     { proxyProtocol: true, protocol: whoAmI },
     async ({ server, connect }) => {
+      // The usual check: connect, header, close. No welcome, no session.
       for (let check = 1; check <= 3; check++) {
         const local = await connect();
         await local.send(v2Header([10, 9, 8, 7], 1234, "LOCAL"));
-        assert.equal(await local.readToEnd(), "", "no welcome, no reply");
+        await local.closeWrite();
+        assert.equal(await local.readToEnd(), "", "no welcome");
         await waitFor(
-          "the check to be counted",
-          () => server.metrics.healthChecks === check,
+          "the check to be counted and its slot free",
+          () =>
+            server.metrics.healthChecks === check &&
+            server.metrics.connectionsActive === 0,
           3000,
         );
       }
-      // Not a connection: no outcome counted, no slot held, no guest number taken.
+      // A check that asks gets its answer, with the socket's own address,
+      // but no greeting.
+      const asking = await connect();
+      await asking.send(bytes(v2Header([10, 9, 8, 7], 1234, "LOCAL"), "x\n"));
+      assert.equal(await asking.readLine(), "x from 127.0.0.1");
+      asking.close();
+      // Not a connection: no outcome counted.
+      await waitFor(
+        "the asking check's slot free",
+        () => server.metrics.connectionsActive === 0,
+        3000,
+      );
       const closed = Object.values(server.metrics.connectionsClosed)
         .reduce((a, b) => a + b, 0);
       assert.equal(closed, 0);
-      assert.equal(server.metrics.connectionsActive, 0);
+      assert.equal(server.metrics.healthChecks, 4);
       const client = await connect();
       await client.send("PROXY TCP4 203.0.113.9 127.0.0.1 5000 8080\r\n");
       assert.equal(await client.readLine(), "hello 203.0.113.9 5000");
       const summary = await server.shutdown();
-      assert.equal(summary.served, 1);
+      // The check that asked became a session: it took a number.
+      assert.equal(summary.served, 2);
     },
   );
 });
