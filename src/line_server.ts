@@ -73,9 +73,11 @@ interface Tracked {
   unadmitted: boolean;
   /** Its PROXY header read and TLS handshake done (or none needed). */
   setUp: boolean;
-  /** Set once admitted. */
-  connection: Connection | undefined;
 }
+
+/** Where an accepted socket keeps its tracking record (see #track). */
+const TRACKED = Symbol("tracked");
+type TrackedStream = Duplex & { [TRACKED]?: Tracked };
 
 /** A running line server. Create it with {@linkcode startServer}. */
 export class LineServer {
@@ -89,14 +91,24 @@ export class LineServer {
   readonly #settings: Settings;
   readonly #config: ConnectionConfig;
   readonly #admission: Admission;
-  /** Every accepted socket not yet closed, whatever it is doing. */
+  /**
+   * Accepted sockets that are not connections yet, until they close: in
+   * their PROXY header or TLS handshake, waiting for a slot, being refused.
+   */
   readonly #sockets = new Set<Tracked>();
   /**
    * The connection tasks: every admitted connection being served, until it
-   * ends. (A connection is its own task: a suspended async function per
-   * connection would cost an idle connection a quarter of its memory.)
+   * ends, with the address whose slot it holds (if the per-address limit is
+   * on); each holds a server slot. (A connection is its own task: a
+   * suspended async function per connection would cost an idle connection a
+   * quarter of its memory.)
    */
-  readonly #connections = new Set<Connection>();
+  readonly #connections = new Map<Connection, string | undefined>();
+  /**
+   * The `close` listener of every tracked socket: one function for all, so
+   * that tracking a socket costs no closure.
+   */
+  readonly #trackedClosed: (this: Duplex) => void;
   /** Called when the last socket closes, while a drain waits for that. */
   #onAllClosed: (() => void) | undefined;
   /** Aborted by {@linkcode abort}: cuts a drain short. */
@@ -126,6 +138,11 @@ export class LineServer {
       nextId: () => ++this.#served,
     });
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    // deno-lint-ignore no-this-alias
+    const server = this;
+    this.#trackedClosed = function (this: Duplex) {
+      server.#closed(this);
+    };
     const metrics = settings.metrics;
     this.#stopReclaiming = settings.reclaimMemory
       ? reclaimMemoryWhenQuiet(() =>
@@ -183,22 +200,32 @@ export class LineServer {
   }
 
   /**
-   * One accepted socket: tracked until it closes, holding a server slot from
-   * now on (or waiting briefly for one), set up when configured (PROXY
-   * header, TLS), then served or refused.
+   * One accepted socket, holding a server slot from now on (or waiting
+   * briefly for one), set up when configured (PROXY header, TLS), then
+   * served or refused. The common case, plain TCP with both slots free,
+   * becomes a connection at once; any other socket is tracked until it
+   * does, or closes.
    */
   #handOff(socket: net.Socket) {
+    if (this.draining) return void socket.destroy();
     // Read now: once the client has gone the socket no longer knows it.
     const own = socketPeer(socket);
-    const tracked = this.#track(socket);
-    if (this.draining) return void socket.destroy();
     // A request/reply protocol must not wait for Nagle; keep-alive finds vanished peers.
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
-    const trusted = this.#settings.proxyProtocolFrom;
+    const { proxyProtocol, proxyProtocolFrom, tls } = this.#settings;
+    if (!proxyProtocol && tls === undefined && this.#admission.takeSlot()) {
+      const host = own.hostname;
+      if (this.#admission.takeAddress(host)) {
+        const address = this.#admission.limitsAddresses ? host : undefined;
+        return this.#serve(socket, own, undefined, address);
+      }
+      this.#admission.releaseSlot();
+    }
+    const tracked = this.#track(socket);
     if (
-      this.#settings.proxyProtocol && trusted !== undefined &&
-      !trusted.contains(own.hostname)
+      proxyProtocol && proxyProtocolFrom !== undefined &&
+      !proxyProtocolFrom.contains(own.hostname)
     ) {
       return this.#turnAway(tracked, own, "proxy_untrusted");
     }
@@ -251,10 +278,10 @@ export class LineServer {
     // A balancer's health check keeps the socket's address and no
     // per-address slot (that address is the balancer's).
     if (setup.healthCheck) {
-      return this.#serve(tracked, stream, own, initial, true);
+      return this.#serveTracked(tracked, stream, own, initial, true);
     }
     if (tracked.address !== undefined) {
-      return this.#serve(tracked, stream, peer, initial);
+      return this.#serveTracked(tracked, stream, peer, initial);
     }
     this.#admitAddress(tracked, stream, peer, initial);
   }
@@ -267,12 +294,12 @@ export class LineServer {
     initial: Uint8Array | undefined,
   ) {
     if (!this.#admission.limitsAddresses) {
-      return this.#serve(tracked, stream, peer, initial);
+      return this.#serveTracked(tracked, stream, peer, initial);
     }
     this.#withAddress(
       tracked,
       peer,
-      () => this.#serve(tracked, stream, peer, initial),
+      () => this.#serveTracked(tracked, stream, peer, initial),
     );
   }
 
@@ -339,12 +366,27 @@ export class LineServer {
     this.#admission.leaveWaiting();
   }
 
-  /** Starts the connection task; its slots are given back when its stream closes. */
-  #serve(
+  /** A tracked socket becomes a connection: the connection owns it from now on. */
+  #serveTracked(
     tracked: Tracked,
     stream: Duplex,
     peer: PeerAddress,
     initial: Uint8Array | undefined,
+    healthCheck = false,
+  ) {
+    this.#untrack(tracked);
+    this.#serve(stream, peer, initial, tracked.address, healthCheck);
+  }
+
+  /**
+   * Starts the connection task, which holds a server slot and, with the
+   * per-address limit, `address`'s slot: both are given back when it ends.
+   */
+  #serve(
+    stream: Duplex,
+    peer: PeerAddress,
+    initial: Uint8Array | undefined,
+    address: string | undefined,
     healthCheck = false,
   ) {
     if (healthCheck) this.metrics.healthCheckStarted();
@@ -354,16 +396,19 @@ export class LineServer {
       peer,
       healthCheck,
     });
-    tracked.connection = connection;
-    this.#connections.add(connection);
+    this.#connections.set(connection, address);
     connection.run(initial);
   }
 
-  /** A connection task has ended: it is counted (its slots go with its socket). */
+  /** A connection task has ended: it is counted, its slots are free. */
   #ended(connection: Connection) {
+    const address = this.#connections.get(connection);
     this.#connections.delete(connection);
+    this.#admission.releaseSlot();
+    if (address !== undefined) this.#admission.releaseAddress(address);
     if (connection.healthCheck) this.metrics.healthCheckEnded();
     else this.metrics.connectionEnded(connection.outcome);
+    this.#checkAllClosed();
   }
 
   /** Follows `stream` from now on: its `close` ends the tracking. */
@@ -374,30 +419,50 @@ export class LineServer {
       address: undefined,
       unadmitted: false,
       setUp: !this.#settings.proxyProtocol && this.#settings.tls === undefined,
-      connection: undefined,
     };
     this.#sockets.add(tracked);
-    // An error with no listener would end the process; every later owner
-    // of the stream reacts to errors with its own listener.
-    stream.on("error", ignore);
-    stream.once("close", () => this.#closed(tracked, stream));
+    this.#listen(tracked, stream);
     return tracked;
   }
 
   /** The socket's TLS stream owns it now: its close is the one that counts. */
   #retrack(tracked: Tracked, stream: Duplex) {
     tracked.stream = stream;
-    stream.on("error", ignore);
-    stream.once("close", () => this.#closed(tracked, stream));
+    this.#listen(tracked, stream);
   }
 
-  /** An accepted socket has closed: whatever it held is free. */
-  #closed(tracked: Tracked, stream: Duplex) {
-    if (tracked.stream !== stream || !this.#sockets.has(tracked)) return;
-    this.#release(tracked);
+  #listen(tracked: Tracked, stream: Duplex) {
+    (stream as TrackedStream)[TRACKED] = tracked;
+    // An error with no listener would end the process; every later owner
+    // of the stream reacts to errors with its own listener.
+    stream.on("error", ignore);
+    stream.on("close", this.#trackedClosed);
+  }
+
+  /** A connection takes the stream over (and gives the slots back itself). */
+  #untrack(tracked: Tracked) {
+    const stream = tracked.stream;
+    stream.off("error", ignore);
+    stream.off("close", this.#trackedClosed);
+    (stream as TrackedStream)[TRACKED] = undefined;
     this.#leaveUnadmitted(tracked);
     this.#sockets.delete(tracked);
-    if (this.#sockets.size === 0) this.#onAllClosed?.();
+  }
+
+  /** A tracked socket has closed: whatever it held is free. */
+  #closed(stream: Duplex) {
+    const tracked = (stream as TrackedStream)[TRACKED];
+    if (tracked === undefined || tracked.stream !== stream) return;
+    if (!this.#sockets.delete(tracked)) return;
+    this.#release(tracked);
+    this.#leaveUnadmitted(tracked);
+    this.#checkAllClosed();
+  }
+
+  #checkAllClosed() {
+    if (this.#sockets.size === 0 && this.#connections.size === 0) {
+      this.#onAllClosed?.();
+    }
   }
 
   /** Gives back the slots `tracked` holds. */
@@ -474,7 +539,7 @@ export class LineServer {
   async #drain(options: { force: boolean }): Promise<ShutdownSummary> {
     this.metrics.drainingStarted();
     await this.#closeListener();
-    const open = [...this.#connections];
+    const open = [...this.#connections.keys()];
     this.#closeUnadmitted();
     if (options.force) {
       for (const connection of open) connection.forceClose();
@@ -511,14 +576,14 @@ export class LineServer {
    */
   #closeUnadmitted() {
     this.#admission.cancelWaiting();
-    for (const tracked of this.#sockets) {
-      if (tracked.connection === undefined) tracked.stream.destroy();
-    }
+    for (const tracked of this.#sockets) tracked.stream.destroy();
   }
 
   /** Resolves once every accepted socket has closed. */
   #allClosed(): Promise<void> {
-    if (this.#sockets.size === 0) return Promise.resolve();
+    if (this.#sockets.size === 0 && this.#connections.size === 0) {
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       this.#onAllClosed = () => {
         this.#onAllClosed = undefined;
@@ -529,7 +594,7 @@ export class LineServer {
 
   /** Step 4: whatever is still open is closed by force. */
   async #closeRemaining() {
-    for (const connection of this.#connections) connection.forceClose();
+    for (const connection of this.#connections.keys()) connection.forceClose();
     this.#closeUnadmitted();
     // Closed streams end their tasks at once; the bound only guarantees
     // that a shutdown never hangs, whatever a transport does.

@@ -118,7 +118,7 @@ export function receiveBytes(stream: Duplex, receiver: ByteReceiver): void {
  */
 export function stopReceiving(stream: Duplex): void {
   const reading = stream as ReadingSocket;
-  delete reading[RECEIVER];
+  reading[RECEIVER] = undefined;
   stream.off("data", onOwnedChunk);
   pauseReading(stream);
 }
