@@ -112,6 +112,9 @@ const USAGE = `usage: deno task bench [options]
                           target is judged only at 5000 or more)
   --memory-rest S         rest watched after each load of m (default 30)
   --server FILE           lineserver entry point (default server.ts)
+  --baseline FILE         another lineserver entry point (an older checkout)
+                          measured beside it in a, b, c, e and d, as
+                          "lineserver before"
   --deno-flags "FLAGS"    extra deno run flags for lineserver
   --json-only             print only the JSON`;
 
@@ -180,6 +183,7 @@ export function parseOptions(args: string[]): Options {
   );
   options.memoryRestS = number("--memory-rest", 1, 120, options.memoryRestS);
   options.calc.server = valued.get("--server") ?? options.calc.server;
+  options.calc.baseline = valued.get("--baseline");
   options.calc.denoFlags =
     valued.get("--deno-flags")?.split(" ").filter((f) => f) ?? [];
   return options;
@@ -190,6 +194,13 @@ export function parseOptions(args: string[]): Options {
 
 /** Every load row of the run, in the order they run: the calibration first. */
 function plan(options: Options): LoadScenario[] {
+  // "lineserver before" runs right after lineserver wherever it is measured.
+  const withBaseline = (kinds: readonly ServerKind[]): ServerKind[] =>
+    options.calc.baseline === undefined
+      ? [...kinds]
+      : kinds.flatMap((kind) =>
+        kind === "calc" ? ["calc", "calc-baseline"] as const : [kind]
+      );
   const rows: LoadScenario[] = [];
   const speed = { warmupS: options.warmupS, durationS: options.durationS };
   const fair = {
@@ -222,7 +233,7 @@ function plan(options: Options): LoadScenario[] {
     ] as const
   ) {
     if (!options.scenarios.has(scenario)) continue;
-    for (const kind of ["echo-deno", "calc", "node-peer"] as const) {
+    for (const kind of withBaseline(["echo-deno", "calc", "node-peer"])) {
       rows.push({
         id: `${scenario}-${kind}`,
         scenario,
@@ -237,14 +248,19 @@ function plan(options: Options): LoadScenario[] {
   }
   if (options.scenarios.has("c")) {
     for (
-      const kind of ["calc", "calc-tls", "echo-deno", "echo-node"] as const
+      const kind of withBaseline(["calc", "calc-tls", "echo-deno", "echo-node"])
     ) {
       closedLoop("c", 1000, kind);
     }
   }
   if (options.scenarios.has("e")) {
     for (
-      const kind of ["node-peer", "calc", "echo-deno", "echo-node"] as const
+      const kind of withBaseline([
+        "node-peer",
+        "calc",
+        "echo-deno",
+        "echo-node",
+      ])
     ) {
       closedLoop("e", 5000, kind);
     }
@@ -274,13 +290,22 @@ function plan(options: Options): LoadScenario[] {
 }
 
 /** The servers whose idle memory scenario d measures. */
-const IDLE_SERVERS: ServerKind[] = [
+const IDLE_SERVERS: readonly ServerKind[] = [
   "calc",
   "calc-tls",
   "node-peer",
   "echo-deno",
   "echo-node",
 ];
+
+/** The idle servers, with "lineserver before" beside lineserver when given. */
+function idleServers(options: Options): ServerKind[] {
+  return options.calc.baseline === undefined
+    ? [...IDLE_SERVERS]
+    : IDLE_SERVERS.flatMap((kind) =>
+      kind === "calc" ? ["calc", "calc-baseline"] as const : [kind]
+    );
+}
 
 /**
  * A hard bound on the whole run: every row's warm-up and window plus a
@@ -294,7 +319,8 @@ function budgetMs(rows: LoadScenario[], options: Options): number {
     seconds += row.warmupS + row.durationS + 8 + row.connections / 500;
   }
   if (options.scenarios.has("d")) {
-    seconds += IDLE_SERVERS.length * (10 + options.idleConnections / 250);
+    seconds += idleServers(options).length *
+      (10 + options.idleConnections / 250);
   }
   if (options.scenarios.has("k")) {
     seconds += 6 * (options.warmupS + options.durationS + 10);
@@ -365,7 +391,7 @@ async function main(options: Options, rows: LoadScenario[]): Promise<number> {
         options.idleConnections + 256
       } needed`
       : undefined;
-    for (const kind of IDLE_SERVERS) {
+    for (const kind of idleServers(options)) {
       idle.push(await runIdle(kind, options, tooFew));
     }
   }

@@ -23,6 +23,7 @@ const START_TIMEOUT_MS = 30_000;
 /** The servers the bench knows how to run. */
 export type ServerKind =
   | "calc"
+  | "calc-baseline"
   | "calc-tls"
   | "calc-echo"
   | "node-peer"
@@ -33,6 +34,7 @@ export type ServerKind =
 /** How each server is named in the report and what it speaks. */
 export const SERVERS: Record<ServerKind, { label: string; speaks: Speaks }> = {
   "calc": { label: "lineserver", speaks: "calc" },
+  "calc-baseline": { label: "lineserver before", speaks: "calc" },
   "calc-tls": { label: "lineserver TLS", speaks: "calc" },
   "calc-echo": { label: "lineserver echo", speaks: "line-echo" },
   "node-peer": { label: "Node peer", speaks: "calc" },
@@ -55,6 +57,11 @@ export interface CalcOptions {
   server: string;
   /** Extra `deno run` flags (e.g. `--v8-flags=--prof,...`). */
   denoFlags: string[];
+  /**
+   * Another lineserver's entry point (an older checkout, say) measured
+   * beside this one as `calc-baseline`, in the same run.
+   */
+  baseline?: string;
 }
 
 /** A running server and, for TLS, the certificate a client must trust. */
@@ -194,13 +201,17 @@ async function commandLine(
     "--allow-net=127.0.0.1",
     "bench/raw_echo_server.ts",
   ];
-  const lineserver = (flags: string[], args: string[]) => [
+  const lineserver = (
+    flags: string[],
+    args: string[],
+    entry = calc.server,
+  ) => [
     deno,
     "run",
     "--allow-net",
     ...flags,
     ...calc.denoFlags,
-    calc.server,
+    entry,
     "--port",
     "0",
     "--log-level",
@@ -218,6 +229,11 @@ async function commandLine(
         };
       return { argv: lineserver(workers.flags, workers.args), tlsCa: null };
     }
+    case "calc-baseline":
+      if (calc.baseline === undefined) {
+        throw new Error("Cannot start calc-baseline without --baseline FILE");
+      }
+      return { argv: lineserver([], [], calc.baseline), tlsCa: null };
     case "calc-echo":
       return { argv: lineserver([], ["--protocol", "echo"]), tlsCa: null };
     case "calc-tls": {
