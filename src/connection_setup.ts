@@ -20,7 +20,7 @@ import {
 } from "./proxy_header.ts";
 import { startTls, type TlsContext } from "./tls.ts";
 import type { PeerAddress } from "./session.ts";
-import { receiveBytes, stopReceiving } from "./socket_reading.ts";
+import { lendReadsOf, receiveBytes, stopReceiving } from "./socket_reading.ts";
 
 /** What {@linkcode setUpConnection} needs to know. */
 export interface SetupOptions {
@@ -106,6 +106,9 @@ export async function setUpConnection(
       options.tls,
       options.handshakeTimeoutMs,
     );
+    // What the client sends from now on is decrypted into the shared read
+    // buffer, as a plain socket's bytes are read into it.
+    lendReadsOf(stream);
     return { ok: true, stream, peer, initial: undefined, healthCheck };
   } catch (error) {
     return {

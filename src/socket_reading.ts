@@ -44,6 +44,7 @@ interface StreamHandle {
   reading?: boolean;
   readStart?(): number;
   readStop?(): number;
+  useUserBuffer?(buffer: Uint8Array): void;
   /** Under TLS: the TCP handle that feeds the TLS layer. */
   _nativeTcpHandle?: StreamHandle;
 }
@@ -56,11 +57,19 @@ type ReadingSocket = Duplex & {
   _handle?: StreamHandle;
 };
 
-/** The `onread` callback of every lending socket: hands the bytes to its receiver. */
+/**
+ * The `onread` callback of every lending socket: hands the bytes to its
+ * receiver. A false answer stops the socket's reads; under TLS it stops the
+ * TCP reads beneath instead, and the TLS layer goes on delivering what it
+ * has already decrypted (see {@linkcode pauseReading}).
+ */
 function onLentRead(this: ReadingSocket, length: number, buffer: Uint8Array) {
   const receiver = this[RECEIVER];
   if (receiver === undefined) return false;
-  return receiver.onBytes(buffer.subarray(0, length));
+  if (receiver.onBytes(buffer.subarray(0, length))) return true;
+  if (this._handle?._nativeTcpHandle === undefined) return false;
+  pauseTcpBeneath(this);
+  return true;
 }
 
 /** The `'data'` listener of every other stream (a chunk it owns). */
@@ -125,21 +134,18 @@ export function stopReceiving(stream: Duplex): void {
 
 /**
  * Stops reading `stream` (its receiver gets nothing until resumed). Under
- * TLS the TCP reads beneath stop too: pausing a TLS stream alone stops only
- * its events, and Deno's TLS layer would go on reading and decrypting
- * whatever the client sends, without bound.
+ * TLS the TCP reads beneath stop: pausing a TLS stream alone stops only its
+ * events, and Deno's TLS layer would go on reading and decrypting whatever
+ * the client sends, without bound. A TLS stream reading into the shared
+ * buffer keeps delivering what was already decrypted (a bounded amount):
+ * stopping its TLS layer's reads in the middle of a delivery loses the
+ * client's end of input in Deno 2.9 (see tls.ts).
  */
 export function pauseReading(stream: Duplex): void {
   const reading = stream as ReadingSocket;
-  if (!reading[LENDS_READS]) {
-    stream.pause();
-    const tcp = reading._handle?._nativeTcpHandle;
-    if (tcp?.readStop !== undefined && !reading[TCP_PAUSED]) {
-      reading[TCP_PAUSED] = true;
-      tcp.readStop();
-    }
-    return;
-  }
+  pauseTcpBeneath(reading);
+  if (!reading[LENDS_READS]) return void stream.pause();
+  if (reading._handle?._nativeTcpHandle !== undefined) return;
   const handle = reading._handle;
   if (handle?.reading && handle.readStop !== undefined) {
     handle.reading = false;
@@ -147,16 +153,23 @@ export function pauseReading(stream: Duplex): void {
   }
 }
 
+/** Under TLS: stops the TCP reads beneath the TLS layer (until resumed). */
+function pauseTcpBeneath(reading: ReadingSocket) {
+  const tcp = reading._handle?._nativeTcpHandle;
+  if (tcp?.readStop !== undefined && !reading[TCP_PAUSED]) {
+    reading[TCP_PAUSED] = true;
+    tcp.readStop();
+  }
+}
+
 /** Reads `stream` again after {@linkcode pauseReading} (or a receiver's false). */
 export function resumeReading(stream: Duplex): void {
   const reading = stream as ReadingSocket;
-  if (!reading[LENDS_READS]) {
-    if (reading[TCP_PAUSED]) {
-      reading[TCP_PAUSED] = false;
-      reading._handle?._nativeTcpHandle?.readStart?.();
-    }
-    return void stream.resume();
+  if (reading[TCP_PAUSED]) {
+    reading[TCP_PAUSED] = false;
+    reading._handle?._nativeTcpHandle?.readStart?.();
   }
+  if (!reading[LENDS_READS]) return void stream.resume();
   const handle = reading._handle;
   if (handle !== undefined && !handle.reading && handle.readStart) {
     handle.reading = true;
@@ -168,4 +181,58 @@ export function resumeReading(stream: Duplex): void {
 /** True when `stream`'s reads are lent views of the shared read buffer. */
 export function lendsReads(stream: Duplex): boolean {
   return (stream as ReadingSocket)[LENDS_READS] === true;
+}
+
+/** `node:net`'s own names for a socket's user read buffer and its callback. */
+interface BufferSymbols {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+
+let bufferSymbols: BufferSymbols | null | undefined;
+
+/**
+ * The symbols under which a socket made with the `onread` option keeps its
+ * buffer and callback, read off a probe socket (they are internal to
+ * `node:net`); null where they cannot be found.
+ */
+function findBufferSymbols(): BufferSymbols | null {
+  if (bufferSymbols !== undefined) return bufferSymbols;
+  const probe = new net.Socket({
+    onread: { buffer: new Uint8Array(1), callback: () => true },
+  } as net.SocketConstructorOpts);
+  const named = (name: string) =>
+    Object.getOwnPropertySymbols(probe).find((s) => s.description === name);
+  const buffer = named("kBuffer");
+  const callback = named("kBufferCb");
+  const generator = named("kBufferGen");
+  probe.destroy();
+  bufferSymbols = buffer && callback && generator
+    ? { buffer, callback, generator }
+    : null;
+  return bufferSymbols;
+}
+
+/**
+ * Makes a stream that was set up after accept (a TLS stream, once its
+ * handshake is done) read into the shared buffer too, as plain sockets do
+ * from the start: Deno's TLS layer then copies what it decrypts into that
+ * buffer instead of handing each read over as a new allocation. Must be
+ * called before {@linkcode receiveBytes}. False (nothing changed) where the
+ * runtime does not offer it.
+ */
+export function lendReadsOf(stream: Duplex): boolean {
+  const reading = stream as ReadingSocket & Record<symbol, unknown>;
+  const handle = reading._handle;
+  const symbols = findBufferSymbols();
+  if (symbols === null || typeof handle?.useUserBuffer !== "function") {
+    return false;
+  }
+  reading[symbols.buffer] = sharedReadBuffer;
+  reading[symbols.callback] = onLentRead;
+  reading[symbols.generator] = null;
+  handle.useUserBuffer(sharedReadBuffer);
+  reading[LENDS_READS] = true;
+  return true;
 }
