@@ -53,6 +53,7 @@ import {
   heavyTraffic,
 } from "./heavy_clients.ts";
 import type { Problems } from "./traffic.ts";
+import { table } from "./table.ts";
 
 /** One row: a load against a server. */
 interface HeavyRow {
@@ -274,17 +275,9 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
       Number.isFinite(r.loadAverage) ? r.loadAverage.toFixed(2) : "-",
     ];
   });
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
-      .join("  ").trimEnd();
   const out = [
     `heavy lines: one client keeps ${HEAVY_IN_FLIGHT} lines in flight beside a bystander sending one line every ${BYSTANDER_INTERVAL_MS} ms (bystander reply times):`,
-    line(header),
-    line(widths.map((w) => "-".repeat(w))),
-    ...rows.map(line),
+    table(header, rows),
   ];
   for (const r of results) {
     for (const m of r.mismatchSamples) out.push(`${r.id} mismatch: ${m}`);

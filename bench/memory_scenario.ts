@@ -29,6 +29,7 @@ import {
 } from "./servers.ts";
 import { addError, CALC_WELCOME, type Problems } from "./traffic.ts";
 import { check, type MemoryTargetChecks, round } from "./targets.ts";
+import { table } from "./table.ts";
 
 const MiB = 1024 * 1024;
 const CHUNK = new Uint8Array(MiB).fill(0x78); // "xxx...": never a newline
@@ -339,16 +340,8 @@ export function memoryText(results: MemoryResult[]): string {
         verdict(r.restMet),
       ]
   );
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
-      .join("  ").trimEnd();
   return [
     "memory (scenario m): streamers without a newline, a fresh server per load; server RSS in MiB; lineserver's targets shown for every server:",
-    line(header),
-    line(widths.map((w) => "-".repeat(w))),
-    ...rows.map(line),
+    table(header, rows),
   ].join("\n");
 }
