@@ -31,7 +31,12 @@ import {
   SERVER_CPU,
   ticksPerSecond,
 } from "./machine.ts";
-import type { Settings } from "./scenarios.ts";
+import {
+  markFailed,
+  type Outcome,
+  outcome,
+  type Settings,
+} from "./scenarios.ts";
 import {
   assertStillRunning,
   cleanUp,
@@ -52,7 +57,6 @@ import {
   type HeavyLoad,
   heavyTraffic,
 } from "./heavy_clients.ts";
-import type { Problems } from "./traffic.ts";
 import { table } from "./table.ts";
 
 /** One row: a load against a server. */
@@ -77,11 +81,8 @@ export const HEAVY_ROWS: HeavyRow[] = ([
 }));
 
 /** One row of the table and of the JSON `heavyLines` list. */
-export interface HeavyLinesResult extends Problems {
-  id: string;
+export interface HeavyLinesResult extends Outcome {
   load: HeavyLoad;
-  server: ServerKind;
-  label: string;
   lineBytes: number;
   measuredS: number;
   bystander: BystanderFigures | null;
@@ -94,9 +95,6 @@ export interface HeavyLinesResult extends Problems {
   otherCpu: number;
   /** The machine's 1-minute load average before the window. */
   loadAverage: number;
-  serverExitCode: number | null;
-  skipped?: string;
-  failed?: string;
 }
 
 /** Seconds the rows of `settings` may take, start-up and drain included. */
@@ -115,10 +113,8 @@ export async function runHeavyRow(
   settings: Settings,
 ): Promise<HeavyLinesResult> {
   const result: HeavyLinesResult = {
-    id: row.id,
+    ...outcome(row.id, row.server),
     load: row.load,
-    server: row.server,
-    label: SERVERS[row.server].label,
     lineBytes: heavyTraffic(row.load).line.length - 1,
     measuredS: 0,
     bystander: null,
@@ -127,11 +123,6 @@ export async function runHeavyRow(
     clientCpu: NaN,
     otherCpu: NaN,
     loadAverage: NaN,
-    serverExitCode: null,
-    errors: 0,
-    errorSamples: [],
-    mismatches: 0,
-    mismatchSamples: [],
   };
   progress(`${row.id}: ${row.load} lines beside a bystander (${result.label})`);
   const reason = await whyNot(row.server);
@@ -191,8 +182,7 @@ export async function runHeavyRow(
       result.mismatchSamples.push(...problems.mismatchSamples);
     }
   } catch (error) {
-    result.failed = (error as Error).message;
-    progress(`${row.id}: FAILED: ${result.failed}`);
+    markFailed(result, error);
   } finally {
     heavy?.terminate();
     await bystander?.close();

@@ -18,11 +18,15 @@
  */
 import { pause } from "../src/deadline.ts";
 import { processTree, progress, rssKiBOfTree, SERVER_CPU } from "./machine.ts";
-import type { Outcome, Settings } from "./scenarios.ts";
+import {
+  markFailed,
+  type Outcome,
+  outcome,
+  type Settings,
+} from "./scenarios.ts";
 import {
   assertStillRunning,
   type ServerKind,
-  SERVERS,
   startServer,
   stopServer,
   whyNot,
@@ -163,14 +167,7 @@ async function runOne(
   restS: number,
 ): Promise<MemoryResult> {
   const result: MemoryResult = {
-    id: `m-${kind}-${load.streamers}`,
-    server: kind,
-    label: SERVERS[kind].label,
-    serverExitCode: null,
-    errors: 0,
-    errorSamples: [],
-    mismatches: 0,
-    mismatchSamples: [],
+    ...outcome(`m-${kind}-${load.streamers}`, kind),
     load: load.label,
     streamers: load.streamers,
     bytesEach: load.bytes,
@@ -232,8 +229,7 @@ async function runOne(
       (result.peakRssKiB - result.rssBeforeKiB) / 1024 <= load.growthMiB;
     result.restMet = result.rssAfterRestKiB <= result.restLimitKiB;
   } catch (error) {
-    result.failed = (error as Error).message;
-    progress(`${result.id}: FAILED: ${result.failed}`);
+    markFailed(result, error);
   } finally {
     result.serverExitCode = await stopServer(server);
   }
