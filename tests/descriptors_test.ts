@@ -17,6 +17,7 @@ import { delay, pollUntil, withTimeout } from "./support/deadline.ts";
 import { ServerProcess } from "./support/server_process.ts";
 import { hasProc } from "./support/hardening.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
+import { startTlsServerProcess } from "./support/tls_server.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
 import {
   createTestCertificate,
@@ -150,16 +151,10 @@ for (const [how, leave] of Object.entries(LEAVINGS)) {
     ignore: !hasProc() || opensslMissing !== undefined,
     async fn() {
       await using cert = await createTestCertificate();
-      const server = await ServerProcess.start([
-        "--port",
-        "0",
-        "--tls-cert",
-        cert.certFile,
-        "--tls-key",
-        cert.keyFile,
+      const server = await startTlsServerProcess(cert, [
         "--log-level",
         "warning",
-      ], { denoFlags: [`--allow-read=${cert.dir}`] });
+      ]);
       const pid = server.child.pid;
       const sockets: net.Socket[] = [];
       try {
@@ -218,16 +213,10 @@ Deno.test({
   ignore: opensslMissing !== undefined,
   async fn() {
     await using cert = await createTestCertificate();
-    const server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--tls-cert",
-      cert.certFile,
-      "--tls-key",
-      cert.keyFile,
+    const server = await startTlsServerProcess(cert, [
       "--log-level",
       "warning",
-    ], { denoFlags: [`--allow-read=${cert.dir}`] });
+    ]);
     try {
       for (let i = 0; i < 20; i++) {
         const client = await connectTlsLineClient(server.port, cert.certPem);
