@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import type net from "node:net";
 import { startServer } from "../mod.ts";
 import { parseClientCli } from "../src/client_cli.ts";
-import { cpuSeconds, ScriptProcess } from "./support/script_process.ts";
+import { cpuSeconds } from "./support/hardening.ts";
+import { ScriptProcess } from "./support/script_process.ts";
 import { closedPort, withScriptedServer } from "./support/scripted_server.ts";
 import { waitFor, withTimeout } from "./support/deadline.ts";
 import {

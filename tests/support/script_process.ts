@@ -117,24 +117,3 @@ export class ScriptProcess {
     await this.stop();
   }
 }
-
-/**
- * CPU time (user + system, in seconds) the process `pid` has used so far,
- * from `/proc/PID/stat` (Linux; clock ticks are 1/100 s). Read through
- * `sh`: Deno lets only a program with every permission read `/proc`.
- */
-export async function cpuSeconds(pid: number): Promise<number> {
-  const { code, stdout } = await new Deno.Command("sh", {
-    args: ["-c", 'cat "/proc/$0/stat"', String(pid)],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  if (code !== 0) throw new Error(`Cannot read /proc/${pid}/stat`);
-  const stat = new TextDecoder().decode(stdout);
-  // The command name (field 2) may contain spaces: count after its ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return (utime + stime) / 100;
-}
