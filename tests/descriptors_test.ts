@@ -18,6 +18,7 @@ import { ServerProcess } from "./support/server_process.ts";
 import { hasProc } from "./support/hardening.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
 import { startTlsServerProcess } from "./support/tls_server.ts";
+import { runTool } from "./support/tools.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
 import {
   createTestCertificate,
@@ -34,15 +35,14 @@ const SLACK = 16;
 
 /** How many descriptors process `pid` has open (`/proc/PID/fd`, read through `sh`). */
 async function openDescriptors(pid: number): Promise<number> {
-  const { code, stdout, stderr } = await new Deno.Command("sh", {
-    args: ["-c", 'ls "/proc/$1/fd" | wc -l', "sh", String(pid)],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(code === 0 ? stdout : stderr);
-  if (code !== 0) throw new Error(`Cannot count descriptors: ${text}`);
-  return Number(text.trim());
+  const count = await runTool(`count the descriptors of ${pid}`, [
+    "sh",
+    "-c",
+    'ls "/proc/$1/fd" | wc -l',
+    "sh",
+    String(pid),
+  ]);
+  return Number(count.trim());
 }
 
 /**

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { withTimeout } from "./deadline.ts";
 import { LineClient } from "./line_client.ts";
 import { WELCOME } from "./calc_replies.ts";
+import { runTool } from "./tools.ts";
 
 /** The calculator's greeting, also exported here for the hardening tests. */
 export { WELCOME };
@@ -97,19 +98,8 @@ export async function floodUntilStalled(
  * Reads a file under `/proc`. Deno grants `/proc` only with --allow-all, so
  * the test (allowed to run `sh`) asks `cat` for it.
  */
-async function readProc(path: string): Promise<string> {
-  const { code, stdout, stderr } = await new Deno.Command("sh", {
-    args: ["-c", 'exec cat "$1"', "sh", path],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    throw new Error(
-      `Cannot read ${path}: ${new TextDecoder().decode(stderr).trim()}`,
-    );
-  }
-  return new TextDecoder().decode(stdout);
+function readProc(path: string): Promise<string> {
+  return runTool(`read ${path}`, ["sh", "-c", 'exec cat "$1"', "sh", path]);
 }
 
 /** Whether `/proc` exists (Linux). Process measurements need it. */
@@ -138,19 +128,13 @@ export async function peakRssBytes(pid: number): Promise<number> {
 
 /** Resets the peak {@linkcode peakRssBytes} reports to the current RSS (Linux clear_refs). */
 export async function resetPeakRss(pid: number): Promise<void> {
-  const { code, stderr } = await new Deno.Command("sh", {
-    args: ["-c", 'echo 5 > "/proc/$1/clear_refs"', "sh", String(pid)],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    throw new Error(
-      `Cannot reset the peak RSS of ${pid}: ${
-        new TextDecoder().decode(stderr).trim()
-      }`,
-    );
-  }
+  await runTool(`reset the peak RSS of ${pid}`, [
+    "sh",
+    "-c",
+    'echo 5 > "/proc/$1/clear_refs"',
+    "sh",
+    String(pid),
+  ]);
 }
 
 /** User + system CPU time of process `pid` (all threads), in seconds. */
