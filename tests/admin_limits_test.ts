@@ -18,7 +18,7 @@ import {
   waitForHealth,
 } from "./support/admin_client.ts";
 import { delay, withTimeout } from "./support/deadline.ts";
-import { hasProc, rssBytes } from "./support/hardening.ts";
+import { connectMany, hasProc, rssBytes } from "./support/hardening.ts";
 import { LineClient } from "./support/line_client.ts";
 import { startWithAdmin } from "./support/server_process.ts";
 
@@ -69,15 +69,7 @@ Deno.test({
     try {
       // More line clients than the process has descriptors: the kernel
       // completes every handshake, the server's accepts then fail.
-      for (let i = 0; i < 100; i++) {
-        conns.push(
-          await withTimeout(
-            Deno.connect({ hostname: HOST, port: server.port }),
-            2000,
-            `connect #${i}`,
-          ),
-        );
-      }
+      await connectMany(server.port, 100, conns);
       await server.waitForStderr(
         /"logger":"lineserver".*out of file descriptors/,
         5000,

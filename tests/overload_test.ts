@@ -12,6 +12,7 @@ import { MeasuredServer } from "./support/measured_server.ts";
 import { ServerProcess, startWithAdmin } from "./support/server_process.ts";
 import { scrapeMetrics } from "./support/admin_client.ts";
 import {
+  connectMany,
   cpuSeconds,
   type FloodResult,
   floodUntilStalled,
@@ -193,15 +194,7 @@ Deno.test({
     try {
       // More connections than the server has descriptors for: the kernel
       // completes each handshake, the server's accept() then fails (EMFILE).
-      for (let i = 0; i < 60; i++) {
-        conns.push(
-          await withTimeout(
-            Deno.connect({ hostname: HOST, port: server.port }),
-            2000,
-            `connect #${i}`,
-          ),
-        );
-      }
+      await connectMany(server.port, 60, conns);
       await server.waitForStderr(/accept/i, 5000);
       // Saturated: the server must idle in its back-off, not spin.
       const cpuBefore = await cpuSeconds(pid);

@@ -37,6 +37,27 @@ export async function connectGreeted(
   }
 }
 
+/**
+ * Opens `count` TCP connections to `port` on 127.0.0.1, one after another,
+ * each within 2 s, and pushes each to `into` as it opens, so that the
+ * caller closes them all even when a later one fails. They read nothing.
+ */
+export async function connectMany(
+  port: number,
+  count: number,
+  into: Deno.TcpConn[],
+): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    into.push(
+      await withTimeout(
+        Deno.connect({ hostname: "127.0.0.1", port }),
+        2000,
+        `connect #${i}`,
+      ),
+    );
+  }
+}
+
 /** What {@linkcode floodUntilStalled} did. */
 export interface FloodResult {
   /** Bytes the kernel accepted from us. */
