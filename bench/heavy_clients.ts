@@ -34,6 +34,7 @@ import {
   type WirePool,
   wirePool,
 } from "./traffic.ts";
+import { WorkerInbox } from "./worker_inbox.ts";
 
 /** What the heavy client sends. */
 export type HeavyLoad = "product" | "ones" | "echo";
@@ -132,26 +133,12 @@ export type FromHeavyClient =
   | { type: "fatal"; message: string };
 
 /** The heavy client's Worker with a time-bounded inbox. */
-export class HeavyClient {
-  readonly #worker = new Worker(
-    new URL("./heavy_worker.ts", import.meta.url),
-    { type: "module" },
-  );
-  #inbox: FromHeavyClient[] = [];
-  #wake: (() => void) | undefined;
+export class HeavyClient extends WorkerInbox<ToHeavyClient, FromHeavyClient> {
   readonly #answered = new Int32Array(new SharedArrayBuffer(4));
 
   /** Connects to `host:port` and sends `load`'s setup; await `ready` next. */
   constructor(host: string, port: number, load: HeavyLoad) {
-    this.#worker.onmessage = (event: MessageEvent<FromHeavyClient>) => {
-      this.#inbox.push(event.data);
-      this.#wake?.();
-    };
-    this.#worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      this.#inbox.push({ type: "fatal", message: event.message });
-      this.#wake?.();
-    };
+    super("Heavy client", new URL("./heavy_worker.ts", import.meta.url));
     const traffic = heavyTraffic(load);
     const bytes = (text: string) => new Uint8Array(Buffer.from(text, "latin1"));
     this.post({
@@ -170,36 +157,6 @@ export class HeavyClient {
   /** Replies the heavy client has received so far (read at any moment). */
   get answered(): number {
     return Atomics.load(this.#answered, 0);
-  }
-
-  post(message: ToHeavyClient): void {
-    this.#worker.postMessage(message);
-  }
-
-  /** The next message, which must be of `type`; rejects on failure or timeout. */
-  async expect<T extends FromHeavyClient["type"]>(
-    type: T,
-    timeoutMs: number,
-  ): Promise<Extract<FromHeavyClient, { type: T }>> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#inbox.length === 0) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`Heavy client sent no "${type}" in time`);
-      await settleWithin(new Promise<void>((r) => this.#wake = r), left);
-      this.#wake = undefined;
-    }
-    const message = this.#inbox.shift()!;
-    if (message.type === "fatal") {
-      throw new Error(`Heavy client failed: ${message.message}`);
-    }
-    if (message.type !== type) {
-      throw new Error(`Heavy client sent "${message.type}", not "${type}"`);
-    }
-    return message as Extract<FromHeavyClient, { type: T }>;
-  }
-
-  terminate(): void {
-    this.#worker.terminate();
   }
 }
 

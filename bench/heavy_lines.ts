@@ -31,7 +31,12 @@ import {
   SERVER_CPU,
   ticksPerSecond,
 } from "./machine.ts";
-import type { Settings } from "./scenarios.ts";
+import {
+  markFailed,
+  type Outcome,
+  outcome,
+  type Settings,
+} from "./scenarios.ts";
 import {
   assertStillRunning,
   cleanUp,
@@ -52,7 +57,7 @@ import {
   type HeavyLoad,
   heavyTraffic,
 } from "./heavy_clients.ts";
-import type { Problems } from "./traffic.ts";
+import { table } from "./table.ts";
 
 /** One row: a load against a server. */
 interface HeavyRow {
@@ -76,11 +81,8 @@ export const HEAVY_ROWS: HeavyRow[] = ([
 }));
 
 /** One row of the table and of the JSON `heavyLines` list. */
-export interface HeavyLinesResult extends Problems {
-  id: string;
+export interface HeavyLinesResult extends Outcome {
   load: HeavyLoad;
-  server: ServerKind;
-  label: string;
   lineBytes: number;
   measuredS: number;
   bystander: BystanderFigures | null;
@@ -93,9 +95,6 @@ export interface HeavyLinesResult extends Problems {
   otherCpu: number;
   /** The machine's 1-minute load average before the window. */
   loadAverage: number;
-  serverExitCode: number | null;
-  skipped?: string;
-  failed?: string;
 }
 
 /** Seconds the rows of `settings` may take, start-up and drain included. */
@@ -114,10 +113,8 @@ export async function runHeavyRow(
   settings: Settings,
 ): Promise<HeavyLinesResult> {
   const result: HeavyLinesResult = {
-    id: row.id,
+    ...outcome(row.id, row.server),
     load: row.load,
-    server: row.server,
-    label: SERVERS[row.server].label,
     lineBytes: heavyTraffic(row.load).line.length - 1,
     measuredS: 0,
     bystander: null,
@@ -126,11 +123,6 @@ export async function runHeavyRow(
     clientCpu: NaN,
     otherCpu: NaN,
     loadAverage: NaN,
-    serverExitCode: null,
-    errors: 0,
-    errorSamples: [],
-    mismatches: 0,
-    mismatchSamples: [],
   };
   progress(`${row.id}: ${row.load} lines beside a bystander (${result.label})`);
   const reason = await whyNot(row.server);
@@ -190,8 +182,7 @@ export async function runHeavyRow(
       result.mismatchSamples.push(...problems.mismatchSamples);
     }
   } catch (error) {
-    result.failed = (error as Error).message;
-    progress(`${row.id}: FAILED: ${result.failed}`);
+    markFailed(result, error);
   } finally {
     heavy?.terminate();
     await bystander?.close();
@@ -274,17 +265,9 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
       Number.isFinite(r.loadAverage) ? r.loadAverage.toFixed(2) : "-",
     ];
   });
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
-      .join("  ").trimEnd();
   const out = [
     `heavy lines: one client keeps ${HEAVY_IN_FLIGHT} lines in flight beside a bystander sending one line every ${BYSTANDER_INTERVAL_MS} ms (bystander reply times):`,
-    line(header),
-    line(widths.map((w) => "-".repeat(w))),
-    ...rows.map(line),
+    table(header, rows),
   ];
   for (const r of results) {
     for (const m of r.mismatchSamples) out.push(`${r.id} mismatch: ${m}`);

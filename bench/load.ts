@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { settleWithin } from "../src/deadline.ts";
 import {
   addProblems,
   type Exchange,
@@ -18,6 +17,7 @@ import {
   noProblems,
   type Problems,
 } from "./traffic.ts";
+import { WorkerInbox } from "./worker_inbox.ts";
 
 /** Sent by the orchestrator to a generator worker. */
 export type ToWorker =
@@ -81,57 +81,9 @@ export interface WindowCounts {
 }
 
 /** One generator Worker with a typed, time-bounded inbox. */
-export class LoadWorker {
-  readonly #worker: Worker;
-  #inbox: FromWorker[] = [];
-  #wake: (() => void) | undefined;
-
+export class LoadWorker extends WorkerInbox<ToWorker, FromWorker> {
   constructor() {
-    this.#worker = new Worker(new URL("./load_worker.ts", import.meta.url), {
-      type: "module",
-    });
-    this.#worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      this.#inbox.push(event.data);
-      this.#wake?.();
-    };
-    this.#worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      this.#inbox.push({ type: "fatal", message: event.message });
-      this.#wake?.();
-    };
-  }
-
-  post(message: ToWorker): void {
-    this.#worker.postMessage(message);
-  }
-
-  /** The next message, which must be of `type`; rejects on a worker failure or timeout. */
-  async expect<T extends FromWorker["type"]>(
-    type: T,
-    timeoutMs: number,
-  ): Promise<Extract<FromWorker, { type: T }>> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#inbox.length === 0) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`Load worker sent no "${type}" in time`);
-      await settleWithin(
-        new Promise<void>((resolve) => this.#wake = resolve),
-        left,
-      );
-      this.#wake = undefined;
-    }
-    const message = this.#inbox.shift()!;
-    if (message.type === "fatal") {
-      throw new Error(`Load worker failed: ${message.message}`);
-    }
-    if (message.type !== type) {
-      throw new Error(`Load worker sent "${message.type}", not "${type}"`);
-    }
-    return message as Extract<FromWorker, { type: T }>;
-  }
-
-  terminate(): void {
-    this.#worker.terminate();
+    super("Load worker", new URL("./load_worker.ts", import.meta.url));
   }
 }
 

@@ -18,17 +18,22 @@
  */
 import { pause } from "../src/deadline.ts";
 import { processTree, progress, rssKiBOfTree, SERVER_CPU } from "./machine.ts";
-import type { Outcome, Settings } from "./scenarios.ts";
+import {
+  markFailed,
+  type Outcome,
+  outcome,
+  type Settings,
+} from "./scenarios.ts";
 import {
   assertStillRunning,
   type ServerKind,
-  SERVERS,
   startServer,
   stopServer,
   whyNot,
 } from "./servers.ts";
 import { addError, CALC_WELCOME, type Problems } from "./traffic.ts";
 import { check, type MemoryTargetChecks, round } from "./targets.ts";
+import { table } from "./table.ts";
 
 const MiB = 1024 * 1024;
 const CHUNK = new Uint8Array(MiB).fill(0x78); // "xxx...": never a newline
@@ -162,14 +167,7 @@ async function runOne(
   restS: number,
 ): Promise<MemoryResult> {
   const result: MemoryResult = {
-    id: `m-${kind}-${load.streamers}`,
-    server: kind,
-    label: SERVERS[kind].label,
-    serverExitCode: null,
-    errors: 0,
-    errorSamples: [],
-    mismatches: 0,
-    mismatchSamples: [],
+    ...outcome(`m-${kind}-${load.streamers}`, kind),
     load: load.label,
     streamers: load.streamers,
     bytesEach: load.bytes,
@@ -231,8 +229,7 @@ async function runOne(
       (result.peakRssKiB - result.rssBeforeKiB) / 1024 <= load.growthMiB;
     result.restMet = result.rssAfterRestKiB <= result.restLimitKiB;
   } catch (error) {
-    result.failed = (error as Error).message;
-    progress(`${result.id}: FAILED: ${result.failed}`);
+    markFailed(result, error);
   } finally {
     result.serverExitCode = await stopServer(server);
   }
@@ -339,16 +336,8 @@ export function memoryText(results: MemoryResult[]): string {
         verdict(r.restMet),
       ]
   );
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
-      .join("  ").trimEnd();
   return [
     "memory (scenario m): streamers without a newline, a fresh server per load; server RSS in MiB; lineserver's targets shown for every server:",
-    line(header),
-    line(widths.map((w) => "-".repeat(w))),
-    ...rows.map(line),
+    table(header, rows),
   ].join("\n");
 }

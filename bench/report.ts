@@ -20,6 +20,7 @@ import {
   heavyLinesText,
 } from "./heavy_lines.ts";
 import { type ServerKind, SERVERS } from "./servers.ts";
+import { table } from "./table.ts";
 import type { Exchange } from "./traffic.ts";
 import {
   check,
@@ -371,22 +372,6 @@ function fixed(value: number | null, digits: number): string {
   return value === null || !Number.isFinite(value)
     ? "-"
     : value.toFixed(digits);
-}
-
-function table(header: string[], rows: string[][], textColumns = 2): string {
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) =>
-      i < textColumns ? c.padEnd(widths[i]) : c.padStart(widths[i])
-    ).join("  ").trimEnd();
-  return [
-    line(header),
-    line(widths.map((w) => "-".repeat(w))),
-    ...rows.map(line),
-  ]
-    .join("\n");
 }
 
 /** One row per load scenario, in the order they ran. */

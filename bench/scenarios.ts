@@ -176,7 +176,8 @@ export interface IdleResult extends Outcome {
   serverCpuWhileHeld: number;
 }
 
-function outcome(id: string, kind: ServerKind): Outcome {
+/** A result of scenario `id` on server `kind` before anything is measured. */
+export function outcome(id: string, kind: ServerKind): Outcome {
   return {
     id,
     server: kind,
@@ -190,7 +191,7 @@ function outcome(id: string, kind: ServerKind): Outcome {
 }
 
 /** Records why the scenario failed and says so on stderr. */
-function markFailed(result: Outcome, error: unknown): void {
+export function markFailed(result: Outcome, error: unknown): void {
   result.failed = (error as Error).message;
   progress(`${result.id}: FAILED: ${result.failed}`);
 }

@@ -13,7 +13,7 @@ import net from "node:net";
 import { WELCOME } from "./support/calc_replies.ts";
 import { withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { startWithAdmin } from "./support/server_process.ts";
 import { scrapeMetrics } from "./support/admin_client.ts";
 
 const HOST = "127.0.0.1";
@@ -58,14 +58,7 @@ Deno.test({
     "reset flood: clients reset before accept cost nothing; the next client is welcomed at once",
   ignore: Deno.build.os !== "linux",
   async fn() {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--admin-port",
-      "0",
-      "--log-level",
-      "warning",
-    ]);
+    await using server = await startWithAdmin(["--log-level", "warning"]);
     const adminPort = server.adminPort;
     const latencies: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {

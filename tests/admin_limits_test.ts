@@ -18,9 +18,9 @@ import {
   waitForHealth,
 } from "./support/admin_client.ts";
 import { delay, withTimeout } from "./support/deadline.ts";
-import { hasProc, rssBytes } from "./support/hardening.ts";
+import { connectMany, hasProc, rssBytes } from "./support/hardening.ts";
 import { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { startWithAdmin } from "./support/server_process.ts";
 
 const HOST = "127.0.0.1";
 
@@ -57,11 +57,7 @@ Deno.test({
     "admin port out of file descriptors: the process lives, and /healthz answers once they are free",
   ignore: !hasProc(),
   async fn() {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--admin-port",
-      "0",
+    await using server = await startWithAdmin([
       "--max-connections",
       "1000",
       "--log-level",
@@ -73,15 +69,7 @@ Deno.test({
     try {
       // More line clients than the process has descriptors: the kernel
       // completes every handshake, the server's accepts then fail.
-      for (let i = 0; i < 100; i++) {
-        conns.push(
-          await withTimeout(
-            Deno.connect({ hostname: HOST, port: server.port }),
-            2000,
-            `connect #${i}`,
-          ),
-        );
-      }
+      await connectMany(server.port, 100, conns);
       await server.waitForStderr(
         /"logger":"lineserver".*out of file descriptors/,
         5000,
@@ -325,8 +313,8 @@ for (const workers of [1, 2]) {
       `server /metrics with ${workers} worker(s): the process's memory and descriptors, counted once`,
     ignore: !hasProc(),
     async fn() {
-      await using server = await ServerProcess.start(
-        ["--port", "0", "--admin-port", "0", "--workers", String(workers)],
+      await using server = await startWithAdmin(
+        ["--workers", String(workers)],
         {
           denoFlags: EVERY_PERMISSION,
           wrapper: ["prlimit", "--nofile=300:300", "--"],

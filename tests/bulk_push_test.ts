@@ -6,7 +6,8 @@
  * its timeout, using next to no CPU while it waits.
  */
 import assert from "node:assert/strict";
-import { cpuSeconds, ScriptProcess } from "./support/script_process.ts";
+import { cpuSeconds } from "./support/hardening.ts";
+import { ScriptProcess } from "./support/script_process.ts";
 import { delay } from "./support/deadline.ts";
 
 const EXAMPLE = new URL("../examples/bulk_push/", import.meta.url).pathname;

@@ -7,13 +7,15 @@ import assert from "node:assert/strict";
 import type net from "node:net";
 import { startServer } from "../mod.ts";
 import { parseClientCli } from "../src/client_cli.ts";
-import { cpuSeconds, ScriptProcess } from "./support/script_process.ts";
+import { cpuSeconds } from "./support/hardening.ts";
+import { ScriptProcess } from "./support/script_process.ts";
 import { closedPort, withScriptedServer } from "./support/scripted_server.ts";
 import { waitFor, withTimeout } from "./support/deadline.ts";
 import {
   createTestCertificate,
   opensslMissingReason,
 } from "./support/tls_cert.ts";
+import { startTlsServer } from "./support/tls_server.ts";
 
 const WELCOME = "<welcome: starting in sum mode>";
 
@@ -220,10 +222,7 @@ Deno.test({
   ignore: opensslMissing !== undefined,
   async fn() {
     await using cert = await createTestCertificate();
-    await using server = await startServer({
-      port: 0,
-      tls: { cert: cert.certPem, key: cert.keyPem },
-    });
+    await using server = await startTlsServer(cert);
     const address = `127.0.0.1:${server.addr.port}`;
     for (const flags of [["--ca", cert.certFile], ["--insecure"]]) {
       await using client = ScriptProcess.client([address, "--tls", ...flags]);

@@ -9,55 +9,40 @@
  * retrying until it works.
  */
 import assert from "node:assert/strict";
-import { startServer } from "../mod.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
-import { untilActive } from "./support/socket_harness.ts";
+import { untilActive, withServer } from "./support/socket_harness.ts";
 import { LineClient } from "./support/line_client.ts";
 import { startWithAdmin } from "./support/server_process.ts";
 import { waitForMetric } from "./support/admin_client.ts";
 import { connectGreeted, IDLE_LINE, TOO_MANY } from "./support/hardening.ts";
 
-const HOST = "127.0.0.1";
-
 Deno.test("max connections: a client beyond the limit gets only the error line, never a slot", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    maxConnections: 2,
-    shutdownTimeoutMs: 1000,
-  });
-  const clients: LineClient[] = [];
-  try {
-    const port = server.addr.port;
-    const first = await connectGreeted(port);
-    const second = await connectGreeted(port);
-    clients.push(first, second);
-    // Several clients over the limit, kept open on our side: each receives
-    // exactly the error line (no welcome) and the server closes it.
-    for (let i = 0; i < 3; i++) {
-      const extra = await LineClient.connect(port);
-      clients.push(extra);
-      assert.equal(await extra.readToEnd(3000), TOO_MANY);
-    }
-    // The served clients are untouched.
-    await ask(first, "1,2\n", sum(3));
-    await ask(second, "2,3\n", sum(5));
-    // One slot frees up: the next client is served (the turned-away clients
-    // did not keep slots).
-    first.close();
-    await untilActive(server, 1); // the server has seen it leave
-    const fresh = await connectGreeted(port);
-    clients.push(fresh);
-    await ask(fresh, "3,4\n", sum(7));
-    // Still exactly two slots (the turned-away clients gave none back either).
-    const over = await LineClient.connect(port);
-    clients.push(over);
-    assert.equal(await over.readToEnd(3000), TOO_MANY);
-    await ask(second, "4,5\n", sum(9));
-  } finally {
-    for (const client of clients) client.close();
-    await server.shutdown();
-  }
+  await withServer(
+    { maxConnections: 2, shutdownTimeoutMs: 1000 },
+    async ({ server, connect, connectGreeted }) => {
+      const first = await connectGreeted();
+      const second = await connectGreeted();
+      // Several clients over the limit, kept open on our side: each receives
+      // exactly the error line (no welcome) and the server closes it.
+      for (let i = 0; i < 3; i++) {
+        const extra = await connect();
+        assert.equal(await extra.readToEnd(3000), TOO_MANY);
+      }
+      // The served clients are untouched.
+      await ask(first, "1,2\n", sum(3));
+      await ask(second, "2,3\n", sum(5));
+      // One slot frees up: the next client is served (the turned-away clients
+      // did not keep slots).
+      first.close();
+      await untilActive(server, 1); // the server has seen it leave
+      const fresh = await connectGreeted();
+      await ask(fresh, "3,4\n", sum(7));
+      // Still exactly two slots (the turned-away clients gave none back either).
+      const over = await connect();
+      assert.equal(await over.readToEnd(3000), TOO_MANY);
+      await ask(second, "4,5\n", sum(9));
+    },
+  );
 });
 
 Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured", async () => {
@@ -101,29 +86,19 @@ Deno.test("CLI: --max-connections and --idle-timeout (fractional) are honoured",
 });
 
 Deno.test("max connections: a client that connects once another has left gets its slot", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    maxConnections: 1,
-    shutdownTimeoutMs: 1000,
-  });
-  const clients: LineClient[] = [];
-  try {
-    const port = server.addr.port;
-    // Twenty times: close the only client and connect the next one as soon
-    // as the server has seen it leave; the slot must be free again.
-    let current = await connectGreeted(port);
-    clients.push(current);
-    for (let round = 0; round < 20; round++) {
-      current.close();
-      await untilActive(server, 0); // the server has seen it leave
-      current = await LineClient.connect(port);
-      clients.push(current);
-      assert.equal(await current.readLine(3000), WELCOME, `round ${round}`);
-    }
-    await ask(current, "1,2\n", sum(3));
-  } finally {
-    for (const client of clients) client.close();
-    await server.shutdown();
-  }
+  await withServer(
+    { maxConnections: 1, shutdownTimeoutMs: 1000 },
+    async ({ server, connect, connectGreeted }) => {
+      // Twenty times: close the only client and connect the next one as soon
+      // as the server has seen it leave; the slot must be free again.
+      let current = await connectGreeted();
+      for (let round = 0; round < 20; round++) {
+        current.close();
+        await untilActive(server, 0); // the server has seen it leave
+        current = await connect();
+        assert.equal(await current.readLine(3000), WELCOME, `round ${round}`);
+      }
+      await ask(current, "1,2\n", sum(3));
+    },
+  );
 });

@@ -17,6 +17,8 @@ import { delay, pollUntil, withTimeout } from "./support/deadline.ts";
 import { ServerProcess } from "./support/server_process.ts";
 import { hasProc } from "./support/hardening.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
+import { startTlsServerProcess } from "./support/tls_server.ts";
+import { runTool } from "./support/tools.ts";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
 import {
   createTestCertificate,
@@ -33,15 +35,14 @@ const SLACK = 16;
 
 /** How many descriptors process `pid` has open (`/proc/PID/fd`, read through `sh`). */
 async function openDescriptors(pid: number): Promise<number> {
-  const { code, stdout, stderr } = await new Deno.Command("sh", {
-    args: ["-c", 'ls "/proc/$1/fd" | wc -l', "sh", String(pid)],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(code === 0 ? stdout : stderr);
-  if (code !== 0) throw new Error(`Cannot count descriptors: ${text}`);
-  return Number(text.trim());
+  const count = await runTool(`count the descriptors of ${pid}`, [
+    "sh",
+    "-c",
+    'ls "/proc/$1/fd" | wc -l',
+    "sh",
+    String(pid),
+  ]);
+  return Number(count.trim());
 }
 
 /**
@@ -150,16 +151,10 @@ for (const [how, leave] of Object.entries(LEAVINGS)) {
     ignore: !hasProc() || opensslMissing !== undefined,
     async fn() {
       await using cert = await createTestCertificate();
-      const server = await ServerProcess.start([
-        "--port",
-        "0",
-        "--tls-cert",
-        cert.certFile,
-        "--tls-key",
-        cert.keyFile,
+      const server = await startTlsServerProcess(cert, [
         "--log-level",
         "warning",
-      ], { denoFlags: [`--allow-read=${cert.dir}`] });
+      ]);
       const pid = server.child.pid;
       const sockets: net.Socket[] = [];
       try {
@@ -218,16 +213,10 @@ Deno.test({
   ignore: opensslMissing !== undefined,
   async fn() {
     await using cert = await createTestCertificate();
-    const server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--tls-cert",
-      cert.certFile,
-      "--tls-key",
-      cert.keyFile,
+    const server = await startTlsServerProcess(cert, [
       "--log-level",
       "warning",
-    ], { denoFlags: [`--allow-read=${cert.dir}`] });
+    ]);
     try {
       for (let i = 0; i < 20; i++) {
         const client = await connectTlsLineClient(server.port, cert.certPem);

@@ -12,21 +12,7 @@ import {
   LINE_TOO_LONG,
 } from "../src/framing.ts";
 import { FrameDecoder } from "../src/frame_decoder.ts";
-
-const utf8 = new TextEncoder();
-
-function bytes(...parts: (string | number[])[]): Uint8Array {
-  const chunks = parts.map((p) =>
-    typeof p === "string" ? utf8.encode(p) : new Uint8Array(p)
-  );
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.length;
-  }
-  return out;
-}
+import { bytes } from "./support/socket_harness.ts";
 
 /**
  * Feeds `chunks` through one reused read buffer, as a server does, and

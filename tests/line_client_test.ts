@@ -19,6 +19,7 @@ import {
   createTestCertificate,
   opensslMissingReason,
 } from "./support/tls_cert.ts";
+import { startTlsServer } from "./support/tls_server.ts";
 
 async function rejectsWith(
   promise: Promise<unknown>,
@@ -351,10 +352,7 @@ Deno.test({
   ignore: opensslMissing !== undefined,
   async fn() {
     await using cert = await createTestCertificate();
-    await using server = await startServer({
-      port: 0,
-      tls: { cert: cert.certPem, key: cert.keyPem },
-    });
+    await using server = await startTlsServer(cert);
     const port = server.addr.port;
     {
       await using client = await LineClient.connect({

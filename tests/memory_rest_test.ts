@@ -11,15 +11,8 @@
  */
 import assert from "node:assert/strict";
 import { pollUntil } from "./support/deadline.ts";
-import {
-  connectGreeted,
-  floodUntilStalled,
-  hasProc,
-  MiB,
-  rssBytes,
-} from "./support/hardening.ts";
-import type { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { floodUntilStalled, hasProc, MiB } from "./support/hardening.ts";
+import { MeasuredServer } from "./support/measured_server.ts";
 
 const CLIENTS = 100;
 /** Grow the server by at least this much, so that coming back means something. */
@@ -33,56 +26,43 @@ Deno.test({
     "memory: after a load, resident memory comes back within max(1.25x, +16 MiB) of before while the server idles",
   ignore: !hasProc(),
   async fn() {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--log-level",
-      "warning",
-    ]);
-    const pid = server.child.pid;
-    const clients: LineClient[] = [];
-    try {
-      for (let i = 0; i < CLIENTS; i++) {
-        clients.push(await connectGreeted(server.port));
-      }
-      const before = await rssBytes(pid);
-      // Every client floods empty lines (each answered with an error line)
-      // and never reads: the server answers what the kernel's buffers take.
-      const started = Date.now();
-      const floods = clients.map((client) =>
-        floodUntilStalled(client.conn, EMPTY_LINES, {
-          limitBytes: 64 * MiB,
-          stallMs: 500,
-          maxMs: LOAD_MAX_MS,
-        })
-      );
-      const rssMiB = async () => Math.round((await rssBytes(pid)) / MiB);
-      const peak = await pollUntil(
-        `the server to grow by ${GROWTH_WANTED / MiB} MiB from ${
-          (before / MiB).toFixed(0)
-        } MiB`,
-        rssMiB,
-        (mib) => mib * MiB - before >= GROWTH_WANTED,
-        LOAD_MAX_MS,
-      );
-      for (const client of clients) client.close();
-      await Promise.all(floods.map((flood) => flood.then((f) => f.pending)));
-      const bound = Math.max(1.25 * before, before + 16 * MiB);
-      const loadedMs = Date.now() - started;
-      const now = await pollUntil(
-        `RSS (MiB) back within ${(bound / MiB).toFixed(0)} MiB (before ${
-          (before / MiB).toFixed(0)
-        }, at least ${peak} after ${loadedMs} ms of load)`,
-        rssMiB,
-        (mib) => mib * MiB <= bound,
-        REST_MAX_MS,
-      );
-      console.log(
-        `memory rest: ${(before / MiB).toFixed(0)} -> ${peak} -> ${now} MiB`,
-      );
-      assert.equal(server.exited, undefined);
-    } finally {
-      for (const client of clients) client.close();
-    }
+    await using server = await MeasuredServer.start();
+    for (let i = 0; i < CLIENTS; i++) await server.connect();
+    const before = await server.rss();
+    // Every client floods empty lines (each answered with an error line)
+    // and never reads: the server answers what the kernel's buffers take.
+    const started = Date.now();
+    const floods = server.clients.map((client) =>
+      floodUntilStalled(client.conn, EMPTY_LINES, {
+        limitBytes: 64 * MiB,
+        stallMs: 500,
+        maxMs: LOAD_MAX_MS,
+      })
+    );
+    const rssMiB = async () => Math.round((await server.rss()) / MiB);
+    const peak = await pollUntil(
+      `the server to grow by ${GROWTH_WANTED / MiB} MiB from ${
+        (before / MiB).toFixed(0)
+      } MiB`,
+      rssMiB,
+      (mib) => mib * MiB - before >= GROWTH_WANTED,
+      LOAD_MAX_MS,
+    );
+    server.closeClients();
+    await Promise.all(floods.map((flood) => flood.then((f) => f.pending)));
+    const bound = Math.max(1.25 * before, before + 16 * MiB);
+    const loadedMs = Date.now() - started;
+    const now = await pollUntil(
+      `RSS (MiB) back within ${(bound / MiB).toFixed(0)} MiB (before ${
+        (before / MiB).toFixed(0)
+      }, at least ${peak} after ${loadedMs} ms of load)`,
+      rssMiB,
+      (mib) => mib * MiB <= bound,
+      REST_MAX_MS,
+    );
+    console.log(
+      `memory rest: ${(before / MiB).toFixed(0)} -> ${peak} -> ${now} MiB`,
+    );
+    assert.equal(server.process.exited, undefined);
   },
 });

@@ -16,15 +16,13 @@ import assert from "node:assert/strict";
 import { ask, sum, tooLong, WELCOME } from "./support/calc_replies.ts";
 import { withTimeout } from "./support/deadline.ts";
 import {
-  connectGreeted,
   hasProc,
   MiB,
   peakRssBytes,
   resetPeakRss,
-  rssBytes,
 } from "./support/hardening.ts";
 import type { LineClient } from "./support/line_client.ts";
-import { ServerProcess } from "./support/server_process.ts";
+import { MeasuredServer } from "./support/measured_server.ts";
 
 const CLIENTS = 40;
 const BYTES_EACH = 20 * MiB;
@@ -54,40 +52,27 @@ Deno.test({
   } MiB; each gets the line-too-long error and is served after`,
   ignore: !hasProc(),
   async fn() {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--log-level",
-      "warning",
-    ]);
-    const pid = server.child.pid;
-    const clients: LineClient[] = [];
-    try {
-      for (let i = 0; i < CLIENTS; i++) {
-        clients.push(await connectGreeted(server.port, WELCOME));
-      }
-      const baseline = await rssBytes(pid);
-      await resetPeakRss(pid);
-      await withTimeout(
-        Promise.all(clients.map(streamEndlessLine)),
-        STREAM_TIMEOUT_MS,
-        `${CLIENTS} clients streaming ${BYTES_EACH / MiB} MiB each`,
-      );
-      const growth = (await peakRssBytes(pid)) - baseline;
-      console.log(
-        `memory: peak RSS ${(baseline / MiB).toFixed(0)} MiB + ${
-          (growth / MiB).toFixed(1)
-        } MiB`,
-      );
-      assert.ok(
-        growth <= GROWTH_BOUND,
-        `server peak RSS grew by ${(growth / MiB).toFixed(1)} MiB (bound ${
-          GROWTH_BOUND / MiB
-        } MiB)`,
-      );
-      assert.equal(server.exited, undefined);
-    } finally {
-      for (const client of clients) client.close();
-    }
+    await using server = await MeasuredServer.start();
+    for (let i = 0; i < CLIENTS; i++) await server.connect(WELCOME);
+    const baseline = await server.rss();
+    await resetPeakRss(server.pid);
+    await withTimeout(
+      Promise.all(server.clients.map(streamEndlessLine)),
+      STREAM_TIMEOUT_MS,
+      `${CLIENTS} clients streaming ${BYTES_EACH / MiB} MiB each`,
+    );
+    const growth = (await peakRssBytes(server.pid)) - baseline;
+    console.log(
+      `memory: peak RSS ${(baseline / MiB).toFixed(0)} MiB + ${
+        (growth / MiB).toFixed(1)
+      } MiB`,
+    );
+    assert.ok(
+      growth <= GROWTH_BOUND,
+      `server peak RSS grew by ${(growth / MiB).toFixed(1)} MiB (bound ${
+        GROWTH_BOUND / MiB
+      } MiB)`,
+    );
+    assert.equal(server.process.exited, undefined);
   },
 });

@@ -8,10 +8,11 @@ import assert from "node:assert/strict";
 import { ask, sum, WELCOME } from "./support/calc_replies.ts";
 import { delay, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
+import { MeasuredServer } from "./support/measured_server.ts";
 import { ServerProcess, startWithAdmin } from "./support/server_process.ts";
 import { scrapeMetrics } from "./support/admin_client.ts";
 import {
-  connectGreeted,
+  connectMany,
   cpuSeconds,
   type FloodResult,
   floodUntilStalled,
@@ -30,24 +31,15 @@ Deno.test({
     "backpressure: a client that never reads is not buffered; others get prompt replies",
   ignore: !hasProc(),
   async fn() {
-    const server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--log-level",
-      "warning",
-    ]);
-    const pid = server.child.pid;
-    const clients: LineClient[] = [];
+    await using server = await MeasuredServer.start();
     let flood: Promise<FloodResult> | undefined;
     try {
-      const other = await connectGreeted(server.port);
-      clients.push(other);
+      const other = await server.connect();
       for (let i = 0; i < 20; i++) await ask(other, "1,2\n", sum(3));
-      const baseline = await rssBytes(pid);
+      const baseline = await server.rss();
       let peak = baseline;
 
-      const flooder = await connectGreeted(server.port);
-      clients.push(flooder);
+      const flooder = await server.connect();
       // ~20 MB at least, and more than every kernel buffer on the way could
       // hold, so that a server that keeps reading is bound to take it all in.
       const buffers = await maxSocketBuffers();
@@ -74,7 +66,7 @@ Deno.test({
           await ask(other, `${asked},1\n`, sum(asked + 1), 2000);
           slowest = Math.max(slowest, performance.now() - t);
           asked++;
-          peak = Math.max(peak, await rssBytes(pid));
+          peak = Math.max(peak, await server.rss());
           await delay(100);
         }
       };
@@ -105,15 +97,13 @@ Deno.test({
       // The flooder vanishes with replies pending; the server carries on.
       flooder.close();
       await withTimeout(result.pending, 3000, "the blocked write to settle");
-      const fresh = await connectGreeted(server.port);
-      clients.push(fresh);
+      const fresh = await server.connect();
       await ask(fresh, "2,2\n", sum(4));
-      assert.equal(server.exited, undefined);
+      assert.equal(server.process.exited, undefined);
     } finally {
-      for (const client of clients) client.close();
+      server.closeClients();
       const last = await flood;
       await last?.pending;
-      await server.stop();
     }
   },
 });
@@ -204,15 +194,7 @@ Deno.test({
     try {
       // More connections than the server has descriptors for: the kernel
       // completes each handshake, the server's accept() then fails (EMFILE).
-      for (let i = 0; i < 60; i++) {
-        conns.push(
-          await withTimeout(
-            Deno.connect({ hostname: HOST, port: server.port }),
-            2000,
-            `connect #${i}`,
-          ),
-        );
-      }
+      await connectMany(server.port, 60, conns);
       await server.waitForStderr(/accept/i, 5000);
       // Saturated: the server must idle in its back-off, not spin.
       const cpuBefore = await cpuSeconds(pid);

@@ -7,7 +7,7 @@
  * starts after the header.
  */
 import assert from "node:assert/strict";
-import { type LineProtocol, startServer } from "../mod.ts";
+import type { LineProtocol } from "../mod.ts";
 import { sum, WELCOME } from "./support/calc_replies.ts";
 import { delay, waitFor } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
@@ -16,6 +16,7 @@ import {
   createTestCertificate,
   opensslMissingReason,
 } from "./support/tls_cert.ts";
+import { startTlsServer } from "./support/tls_server.ts";
 
 /** Answers every line with the peer address the server gives the session. */
 const whoAmI: LineProtocol = {
@@ -230,11 +231,9 @@ Deno.test({
   ignore: opensslMissing !== undefined,
   async fn() {
     await using cert = await createTestCertificate();
-    const server = await startServer({
-      port: 0,
+    const server = await startTlsServer(cert, {
       proxyProtocol: true,
       protocol: whoAmI,
-      tls: { cert: cert.certPem, key: cert.keyPem },
     });
     try {
       const tcp = await Deno.connect({

@@ -19,16 +19,15 @@ import {
   type LogRecord,
   resetSync,
 } from "@logtape/logtape";
-import {
-  type LineConnection,
-  type LineProtocol,
-  type LineServer,
-  type ServerOptions,
-  startServer,
+import type {
+  LineConnection,
+  LineProtocol,
+  LineServer,
+  ServerOptions,
 } from "../mod.ts";
-import { waitFor, withTimeout } from "./support/deadline.ts";
-import { LineClient } from "./support/line_client.ts";
-import { untilActive } from "./support/socket_harness.ts";
+import { waitFor } from "./support/deadline.ts";
+import type { LineClient } from "./support/line_client.ts";
+import { untilActive, withServer } from "./support/socket_harness.ts";
 
 const HOST = "127.0.0.1";
 const WAIT_MS = 5000;
@@ -159,28 +158,17 @@ async function withMisbehavingServer(
     ],
   });
   const journal: Journal = { hangSignals: [], aborts: [], sendErrors: [] };
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    protocol: misbehavingProtocol(journal),
-    logger: getLogger([LOG_CATEGORY]),
-    ...options,
-  });
-  const clients: LineClient[] = [];
   try {
-    await body({
-      server,
-      journal,
-      records,
-      async connect() {
-        const client = await LineClient.connect(server.addr.port);
-        clients.push(client);
-        return client;
+    await withServer(
+      {
+        protocol: misbehavingProtocol(journal),
+        logger: getLogger([LOG_CATEGORY]),
+        ...options,
       },
-    });
+      ({ server, connect }) => body({ server, connect, journal, records }),
+      { shutdownWithinMs: WAIT_MS },
+    );
   } finally {
-    for (const client of clients) client.close();
-    await withTimeout(server.shutdown(), WAIT_MS, "server shutdown");
     resetSync();
   }
 }

@@ -16,6 +16,7 @@ import {
 } from "./support/tls_cert.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
 import { floodUntilStalled, MiB } from "./support/hardening.ts";
+import { startTlsServerProcess } from "./support/tls_server.ts";
 
 const missing = await opensslMissingReason();
 if (missing) console.error(`tls_test.ts: ignoring every test: ${missing}`);
@@ -30,29 +31,11 @@ function tlsTest(name: string, fn: () => Promise<void>): void {
 
 const WELCOME = "<welcome: starting in sum mode>";
 
-async function startTlsServer(
-  cert: TestCertificate,
-  args: string[] = [],
-): Promise<ServerProcess> {
-  return await ServerProcess.start(
-    [
-      "--port",
-      "0",
-      "--tls-cert",
-      cert.certFile,
-      "--tls-key",
-      cert.keyFile,
-      ...args,
-    ],
-    { denoFlags: [`--allow-read=${cert.certFile},${cert.keyFile}`] },
-  );
-}
-
 tlsTest(
   "tls: the calculator over TLS is byte-exact, and SIGTERM drains TLS clients",
   async () => {
     await using cert = await createTestCertificate();
-    await using server = await startTlsServer(cert);
+    await using server = await startTlsServerProcess(cert);
 
     using client = await connectTlsLineClient(server.port, cert.certPem);
     await client.send(
@@ -97,7 +80,7 @@ tlsTest(
   "tls: clients that send 100 KB of lines and half-close get every reply, then EOF",
   async () => {
     await using cert = await createTestCertificate();
-    await using server = await startTlsServer(cert);
+    await using server = await startTlsServerProcess(cert);
     const requests: string[] = [];
     const expected = [WELCOME];
     for (let i = 0; i < 4500; i++) {
@@ -133,7 +116,7 @@ tlsTest(
 
 tlsTest("tls: a plain-TCP client on the TLS port harms nobody", async () => {
   await using cert = await createTestCertificate();
-  await using server = await startTlsServer(cert);
+  await using server = await startTlsServerProcess(cert);
 
   using before = await connectTlsLineClient(server.port, cert.certPem);
   assert.equal(await before.readLine(), WELCOME);
@@ -169,7 +152,7 @@ async function connectStalled(port: number): Promise<LineClient[]> {
 
 tlsTest("tls: a stalled handshake blocks nobody", async () => {
   await using cert = await createTestCertificate();
-  await using server = await startTlsServer(cert);
+  await using server = await startTlsServerProcess(cert);
   const stalled = await connectStalled(server.port);
   try {
     await delay(200);
@@ -198,7 +181,7 @@ tlsTest(
   "tls: a stalled handshake is dropped by the server after about 10 s",
   async () => {
     await using cert = await createTestCertificate();
-    await using server = await startTlsServer(cert);
+    await using server = await startTlsServerProcess(cert);
     const stalledAt = Date.now();
     const stalled = await connectStalled(server.port);
     try {

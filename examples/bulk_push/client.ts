@@ -23,13 +23,7 @@ import {
   START,
   TERMINATOR,
 } from "./messages.ts";
-
-const startedAt = performance.now();
-
-function log(text: string) {
-  const seconds = ((performance.now() - startedAt) / 1000).toFixed(3);
-  console.log(`[${seconds.padStart(7)} s] ${text}`);
-}
+import { log } from "./log.ts";
 
 const utf8 = new TextEncoder();
 const expected = Array.from(

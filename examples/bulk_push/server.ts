@@ -23,16 +23,10 @@ import {
   START,
   TERMINATOR,
 } from "./messages.ts";
+import { log } from "./log.ts";
 
 /** Made once: every client gets the same three messages. */
 const messages = Array.from({ length: MESSAGES }, (_, i) => message(i + 1));
-
-const startedAt = performance.now();
-
-function log(text: string) {
-  const seconds = ((performance.now() - startedAt) / 1000).toFixed(3);
-  console.log(`[${seconds.padStart(7)} s] ${text}`);
-}
 
 class BulkPushSession implements LineSession {
   readonly #connection: LineConnection;

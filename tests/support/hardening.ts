@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { withTimeout } from "./deadline.ts";
 import { LineClient } from "./line_client.ts";
 import { WELCOME } from "./calc_replies.ts";
+import { runTool } from "./tools.ts";
 
 /** The calculator's greeting, also exported here for the hardening tests. */
 export { WELCOME };
@@ -33,6 +34,27 @@ export async function connectGreeted(
   } catch (error) {
     client.close();
     throw error;
+  }
+}
+
+/**
+ * Opens `count` TCP connections to `port` on 127.0.0.1, one after another,
+ * each within 2 s, and pushes each to `into` as it opens, so that the
+ * caller closes them all even when a later one fails. They read nothing.
+ */
+export async function connectMany(
+  port: number,
+  count: number,
+  into: Deno.TcpConn[],
+): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    into.push(
+      await withTimeout(
+        Deno.connect({ hostname: "127.0.0.1", port }),
+        2000,
+        `connect #${i}`,
+      ),
+    );
   }
 }
 
@@ -97,19 +119,8 @@ export async function floodUntilStalled(
  * Reads a file under `/proc`. Deno grants `/proc` only with --allow-all, so
  * the test (allowed to run `sh`) asks `cat` for it.
  */
-async function readProc(path: string): Promise<string> {
-  const { code, stdout, stderr } = await new Deno.Command("sh", {
-    args: ["-c", 'exec cat "$1"', "sh", path],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    throw new Error(
-      `Cannot read ${path}: ${new TextDecoder().decode(stderr).trim()}`,
-    );
-  }
-  return new TextDecoder().decode(stdout);
+function readProc(path: string): Promise<string> {
+  return runTool(`read ${path}`, ["sh", "-c", 'exec cat "$1"', "sh", path]);
 }
 
 /** Whether `/proc` exists (Linux). Process measurements need it. */
@@ -138,19 +149,13 @@ export async function peakRssBytes(pid: number): Promise<number> {
 
 /** Resets the peak {@linkcode peakRssBytes} reports to the current RSS (Linux clear_refs). */
 export async function resetPeakRss(pid: number): Promise<void> {
-  const { code, stderr } = await new Deno.Command("sh", {
-    args: ["-c", 'echo 5 > "/proc/$1/clear_refs"', "sh", String(pid)],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    throw new Error(
-      `Cannot reset the peak RSS of ${pid}: ${
-        new TextDecoder().decode(stderr).trim()
-      }`,
-    );
-  }
+  await runTool(`reset the peak RSS of ${pid}`, [
+    "sh",
+    "-c",
+    'echo 5 > "/proc/$1/clear_refs"',
+    "sh",
+    String(pid),
+  ]);
 }
 
 /** User + system CPU time of process `pid` (all threads), in seconds. */

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { settleWithin } from "../../src/deadline.ts";
 import { withTimeout } from "./deadline.ts";
+import { ProcessOutput } from "./process_output.ts";
 
 /** Absolute path of the project's `server.ts`. */
 export const SERVER_ENTRY =
@@ -49,14 +49,8 @@ export class ServerProcess {
   /** The admin endpoint's host and port, when started with `--admin-port`. */
   adminHost = "";
   adminPort = 0;
-  #stderr = "";
-  #stdout = "";
-  /** Woken when stderr grows or the process exits (see waitForStderr). */
-  readonly #stderrWaiters = new Set<() => void>();
-  #stderrDone: Promise<void>;
-  #stdoutDone: Promise<void>;
-  #statusPromise: Promise<Deno.CommandStatus>;
-  #exited: Deno.CommandStatus | undefined;
+  /** What the server writes, and its exit. */
+  readonly #output: ProcessOutput;
   /** The process group to signal and kill, when the process leads its own. */
   readonly #group: number | undefined;
 
@@ -65,16 +59,7 @@ export class ServerProcess {
     // setsid(1) does not fork when its caller leads no process group (the
     // case for a spawned child), so the child's PID is the group's ID.
     this.#group = ownProcessGroup ? child.pid : undefined;
-    this.#stderrDone = this.#collect(child.stderr, (t) => {
-      this.#stderr += t;
-      this.#wakeStderrWaiters();
-    });
-    this.#stdoutDone = this.#collect(child.stdout, (t) => this.#stdout += t);
-    this.#statusPromise = child.status.then((status) => {
-      this.#exited = status;
-      this.#wakeStderrWaiters();
-      return status;
-    });
+    this.#output = new ProcessOutput(child, "server");
   }
 
   /** Starts `deno run --allow-net server.ts ...args`. It does not wait for listening. */
@@ -135,34 +120,19 @@ export class ServerProcess {
     }
   }
 
-  async #collect(
-    stream: ReadableStream<Uint8Array>,
-    append: (text: string) => void,
-  ) {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) {
-      append(decoder.decode(chunk, { stream: true }));
-    }
-  }
-
   /** Everything the server wrote to stderr so far. */
   get stderr(): string {
-    return this.#stderr;
+    return this.#output.stderr;
   }
 
   /** Everything the server wrote to stdout so far. */
   get stdout(): string {
-    return this.#stdout;
+    return this.#output.stdout;
   }
 
   /** The exit status once the process has ended, else undefined. */
   get exited(): Deno.CommandStatus | undefined {
-    return this.#exited;
-  }
-
-  #wakeStderrWaiters() {
-    for (const wake of this.#stderrWaiters) wake();
-    this.#stderrWaiters.clear();
+    return this.#output.exited;
   }
 
   /**
@@ -170,38 +140,20 @@ export class ServerProcess {
    * grows (so a test can act on a line the moment it is written); fails if
    * the process exits first or on timeout.
    */
-  async waitForStderr(
+  waitForStderr(
     pattern: RegExp,
     timeoutMs = 5000,
   ): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      const match = this.#stderr.match(pattern);
-      if (match) return match;
-      if (this.#exited) {
-        await this.#stderrDone;
-        const late = this.#stderr.match(pattern);
-        if (late) return late;
-        throw new Error(
-          `Server exited (code ${this.#exited.code}) before stderr matched ${pattern}`,
-        );
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(
-          `Timed out after ${timeoutMs} ms waiting for stderr to match ${pattern}`,
-        );
-      }
-      const grew = new Promise<void>((resolve) =>
-        this.#stderrWaiters.add(resolve)
-      );
-      await settleWithin(grew, left);
-    }
+    return this.#output.waitFor(
+      `stderr to match ${pattern}`,
+      () => this.stderr.match(pattern) ?? undefined,
+      timeoutMs,
+    );
   }
 
   /** Sends a signal to the process (only this process, by its PID). */
   signal(signal: Deno.Signal): void {
-    if (!this.#exited) this.child.kill(signal);
+    if (!this.exited) this.child.kill(signal);
   }
 
   /**
@@ -244,18 +196,8 @@ export class ServerProcess {
   }
 
   /** Waits for the process to exit and for its output to be read. */
-  async waitForExit(timeoutMs = 10000): Promise<Deno.CommandStatus> {
-    const status = await withTimeout(
-      this.#statusPromise,
-      timeoutMs,
-      "server exit",
-    );
-    await withTimeout(
-      Promise.all([this.#stderrDone, this.#stdoutDone]),
-      2000,
-      "server output",
-    );
-    return status;
+  waitForExit(timeoutMs = 10000): Promise<Deno.CommandStatus> {
+    return this.#output.waitForExit(timeoutMs);
   }
 
   /**
@@ -268,7 +210,7 @@ export class ServerProcess {
       // Also after the leader exited: a child of it may still run.
       await this.#killGroup("SIGKILL");
     }
-    if (!this.#exited) {
+    if (!this.exited) {
       try {
         this.child.kill("SIGKILL");
       } catch {

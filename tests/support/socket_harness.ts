@@ -6,7 +6,9 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { startServer } from "../../mod.ts";
+import { WELCOME } from "./calc_replies.ts";
 import { DEFAULT_READ_TIMEOUT_MS, LineClient } from "./line_client.ts";
 import { waitFor, withTimeout } from "./deadline.ts";
 
@@ -23,18 +25,26 @@ export interface Harness {
   port: number;
   /** Connects a new client; it is closed when the test body ends. */
   connect(): Promise<LineClient>;
+  /**
+   * Connects a new client and asserts that its first line is `greeting`
+   * (default: the calculator's welcome); it is closed when the test body ends.
+   */
+  connectGreeted(greeting?: string): Promise<LineClient>;
 }
 
-/** How long `server.shutdown()` may take before the test fails. */
+/** How long `server.shutdown()` may take before the test fails, unless the test says. */
 const SHUTDOWN_TIMEOUT_MS = 10000;
 
 /**
  * Starts a server on 127.0.0.1:0 with `options`, runs `body`, then closes
- * every client opened through the harness and awaits `server.shutdown()`.
+ * every client opened through the harness and awaits `server.shutdown()`
+ * (for at most `shutdownWithinMs`, default 10 s).
  */
 export async function withServer(
   options: Partial<ServerOptions>,
   body: (harness: Harness) => Promise<void>,
+  { shutdownWithinMs = SHUTDOWN_TIMEOUT_MS }: { shutdownWithinMs?: number } =
+    {},
 ): Promise<void> {
   const server = await startServer({
     hostname: "127.0.0.1",
@@ -42,23 +52,25 @@ export async function withServer(
     ...options,
   } as ServerOptions);
   const clients: LineClient[] = [];
+  const connect = async () => {
+    const client = await LineClient.connect(server.addr.port);
+    clients.push(client);
+    return client;
+  };
   try {
     await body({
       server,
       port: server.addr.port,
-      async connect() {
-        const client = await LineClient.connect(server.addr.port);
-        clients.push(client);
+      connect,
+      async connectGreeted(greeting = WELCOME) {
+        const client = await connect();
+        assert.equal(await client.readLine(), greeting);
         return client;
       },
     });
   } finally {
     for (const client of clients) client.close();
-    await withTimeout(
-      server.shutdown(),
-      SHUTDOWN_TIMEOUT_MS,
-      "server shutdown",
-    );
+    await withTimeout(server.shutdown(), shutdownWithinMs, "server shutdown");
   }
 }
 

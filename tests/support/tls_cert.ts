@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { toolMissingReason } from "./tools.ts";
+import { runTool, toolMissingReason } from "./tools.ts";
 
 /** A certificate and key on disk; remove them with `remove()` or `await using`. */
 export interface TestCertificate {
@@ -41,19 +41,7 @@ subjectKeyIdentifier = hash
 `;
 
 async function openssl(args: string[]): Promise<void> {
-  const { code, stderr } = await new Deno.Command("openssl", {
-    args,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    throw new Error(
-      `openssl ${args[0]} failed (exit ${code}): ${
-        new TextDecoder().decode(stderr).trim()
-      }`,
-    );
-  }
+  await runTool(`run openssl ${args[0]}`, ["openssl", ...args]);
 }
 
 /**
