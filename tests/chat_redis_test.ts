@@ -41,11 +41,12 @@ redisTest(
       const cat = await enter(2, [ann, bob]);
       await rename(ann, "ann", [bob, cat]);
       await rename(bob, "Bob", [ann, cat]);
+      // Lines of two senders have no order between them: one at a time.
       await ann.client.send("hello from 0\n");
-      await cat.client.send("hello from 2\n");
       assert.equal(await bob.client.readLine(), "ann: hello from 0");
-      assert.equal(await bob.client.readLine(), `${cat.name}: hello from 2`);
       assert.equal(await cat.client.readLine(), "ann: hello from 0");
+      await cat.client.send("hello from 2\n");
+      assert.equal(await bob.client.readLine(), `${cat.name}: hello from 2`);
       assert.equal(await ann.client.readLine(), `${cat.name}: hello from 2`);
       // Names are unique in the room without regard to case.
       assert.deepEqual(await ask(cat, "/nick ANN"), [
