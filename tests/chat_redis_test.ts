@@ -243,8 +243,10 @@ if (noHaproxy) console.error(`chat_redis_test.ts: HAProxy test: ${noHaproxy}`);
 redisTest(
   "chat across instances: behind HAProxy, members on both instances are one room (health checks do not join it)",
   async () => {
-    const [front, stats] = distinctFreePorts(2);
     await withRoom(2, async ({ instances }) => {
+      // Chosen once Redis and the instances listen: a port free before
+      // they started may be one of theirs now.
+      const [front, stats] = distinctFreePorts(2);
       const config = new URL("../deploy/haproxy-chat.cfg", import.meta.url);
       await using haproxy = await HaproxyProcess.start(
         {
