@@ -11,7 +11,9 @@
  * whose registration lapsed (announcing their members as left). An
  * instance cut off from Redis keeps its members connected, answers their
  * lines with `ERROR. Chat is unavailable, try again later`, and rejoins by
- * itself when Redis is back.
+ * itself when Redis is back; the joins, renames and leaves it did not hear
+ * meanwhile it reads from the room's history in Redis, so that its members
+ * hear each of them once, in the room's order.
  *
  * @module
  */
@@ -28,7 +30,12 @@ import { ConnectionGroup } from "./connection_group.ts";
 import { settleWithin } from "./deadline.ts";
 import { firstLine } from "./logging.ts";
 import * as scripts from "./chat_redis_scripts.ts";
-import { eventLine, type Message, Outbox } from "./chat_redis_events.ts";
+import {
+  eventLine,
+  EventSequence,
+  type Message,
+  Outbox,
+} from "./chat_redis_events.ts";
 import { RedisLink } from "./chat_redis_link.ts";
 import { redisWhere } from "./served_protocol.ts";
 
@@ -119,13 +126,14 @@ export class RedisChatRoom implements ChatRoom {
   readonly #outbox: Outbox;
   /** Set while local members are behind: senders wait for it. */
   #catchingUp: Promise<void> | undefined;
+  /** Orders the room's joins, renames and leaves, also across a rejoin. */
+  readonly #sequence = new EventSequence();
 
   private constructor(link: RedisLink, options: RedisChatRoomOptions) {
     const prefix = keyPrefix(options);
     this.#link = link;
-    this.#keys = ["names", "instances", "guests", "epoch"].map((key) =>
-      prefix + key
-    );
+    this.#keys = ["names", "instances", "guests", "epoch", "history", "serial"]
+      .map((key) => prefix + key);
     this.#channel = `${prefix}events`;
     // A lost publish is a lost line: delivery is at most once.
     this.#outbox = new Outbox(this.#id, (text) => {
@@ -281,15 +289,28 @@ export class RedisChatRoom implements ChatRoom {
     ]);
   }
 
-  /** A message on the room's channel: its events, delivered to this instance's members. */
+  /** A message on the room's channel. */
   #hear(text: string) {
-    let message: Message;
+    const message = this.#parse(text);
+    if (message === undefined) return;
+    if (message.f === this.#id && message.s !== undefined) {
+      this.#outbox.heardBack(message.s);
+    }
+    for (const next of this.#sequence.heard(message, this.#available)) {
+      this.#deliver(next);
+    }
+  }
+
+  #parse(text: string): Message | undefined {
     try {
-      message = JSON.parse(text);
+      return JSON.parse(text);
     } catch {
       this.#logger.warn("chat room: ignoring a malformed message");
-      return;
     }
+  }
+
+  /** A message's events, delivered to this instance's members. */
+  #deliver(message: Message) {
     // Consecutive lines for the same members (one sender's, say) go out in
     // one broadcast.
     let lines: string[] = [];
@@ -311,9 +332,6 @@ export class RedisChatRoom implements ChatRoom {
       lines.push(heard.line);
     }
     if (lines.length > 0) this.#broadcast(lines, except);
-    if (message.f === this.#id && message.s !== undefined) {
-      this.#outbox.heardBack(message.s);
-    }
   }
 
   #broadcast(lines: string[], except?: LineConnection) {
@@ -338,6 +356,7 @@ export class RedisChatRoom implements ChatRoom {
 
   /** Redis is out of reach: lines are answered with an error until the rejoin. */
   #lost(error: Error) {
+    this.#sequence.forget();
     if (!this.#available) return;
     this.#available = false;
     this.#logger.warn(
@@ -361,15 +380,20 @@ export class RedisChatRoom implements ChatRoom {
       if (joining.name !== undefined) this.#admit(id, joining.name);
     }
     const departed = [...this.#departed];
-    const [epoch, ...moved] = await this.#run(scripts.REJOIN, [
+    const [epoch, last, moved, missed] = await this.#run(scripts.REJOIN, [
       this.#epoch,
       crypto.randomUUID(),
+      this.#sequence.last,
       departed.length,
       ...departed.flat(),
       ...[...this.#members].flatMap(([id, member]) => [id, member.name]),
-    ]) as string[];
+    ]) as [string, number, string[], string[]];
     this.#epoch = epoch;
     for (const [id] of departed) this.#departed.delete(id);
+    for (const text of missed) {
+      const message = this.#parse(text);
+      if (message !== undefined) this.#deliver(message);
+    }
     // A member whose name was taken meanwhile has a new one (the others
     // hear of it from the channel).
     for (let i = 0; i < moved.length; i += 2) {
@@ -378,6 +402,7 @@ export class RedisChatRoom implements ChatRoom {
       member.name = moved[i + 1];
       member.connection.send(ChatReplies.renamedYou(member.name));
     }
+    for (const message of this.#sequence.rejoined(last)) this.#deliver(message);
     const wasAvailable = this.#available;
     this.#available = this.#link.ready;
     // Members that left while the script ran were registered by it.
