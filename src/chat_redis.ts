@@ -11,9 +11,10 @@
  * whose registration lapsed (announcing their members as left). An
  * instance cut off from Redis keeps its members connected, answers their
  * lines with `ERROR. Chat is unavailable, try again later`, and rejoins by
- * itself when Redis is back; the joins, renames and leaves it did not hear
- * meanwhile it reads from the room's history in Redis, so that its members
- * hear each of them once, in the room's order.
+ * itself when Redis is back (a line that comes while the rejoin is under
+ * way waits for it rather than being refused); the joins, renames and
+ * leaves it did not hear meanwhile it reads from the room's history in
+ * Redis, so that its members hear each of them once, in the room's order.
  *
  * @module
  */
@@ -189,7 +190,10 @@ export class RedisChatRoom implements ChatRoom {
   }
 
   join(member: LineConnection): Promise<void> {
-    if (!this.#available) return Promise.reject(this.#unavailable());
+    return this.#inRoom(() => this.#join(member));
+  }
+
+  #join(member: LineConnection): Promise<void> {
     return new Promise((admitted, failed) => {
       const joining: Joining = { connection: member, admitted, failed };
       this.#joining.set(member.id, joining);
@@ -206,15 +210,22 @@ export class RedisChatRoom implements ChatRoom {
   }
 
   say(member: LineConnection, line: string): void | Promise<void> {
-    if (!this.#available) throw this.#unavailable();
-    const { name } = this.#members.get(member.id)!;
-    this.#outbox.queue(["say", this.#id, member.id, name, line]);
-    return this.#catchingUp ?? this.#outbox.paced();
+    return this.#inRoom(() => {
+      const sender = this.#members.get(member.id);
+      // Gone while the instance was rejoining.
+      if (sender === undefined) return;
+      this.#outbox.queue(["say", this.#id, member.id, sender.name, line]);
+      return this.#catchingUp ?? this.#outbox.paced();
+    });
   }
 
-  async rename(member: LineConnection, name: string): Promise<string> {
-    if (!this.#available) throw this.#unavailable();
-    const current = this.#members.get(member.id)!;
+  rename(member: LineConnection, name: string): Promise<string> {
+    return this.#inRoom(() => this.#rename(member, name));
+  }
+
+  async #rename(member: LineConnection, name: string): Promise<string> {
+    const current = this.#members.get(member.id);
+    if (current === undefined) throw this.#unavailable();
     if (isReservedName(name, current.name)) return ChatReplies.nameTaken(name);
     const result = await this.#run(scripts.RENAME, [
       member.id,
@@ -227,13 +238,14 @@ export class RedisChatRoom implements ChatRoom {
     return ChatReplies.renamedYou(name);
   }
 
-  async who(): Promise<string[]> {
-    if (!this.#available) throw this.#unavailable();
-    const entries = await this.#link.command(["HVALS", this.#keys[0]])
-      .catch(() => {
-        throw this.#unavailable();
-      }) as string[];
-    return whoLines(entries.map((entry) => entry.split(" ")[2]));
+  who(): Promise<string[]> {
+    return this.#inRoom(async () => {
+      const entries = await this.#link.command(["HVALS", this.#keys[0]])
+        .catch(() => {
+          throw this.#unavailable();
+        }) as string[];
+      return whoLines(entries.map((entry) => entry.split(" ")[2]));
+    });
   }
 
   leave(member: LineConnection, options: { quietly: boolean }): void {
@@ -266,6 +278,20 @@ export class RedisChatRoom implements ChatRoom {
     }
     this.#outbox.reset();
     await this.#link.close();
+  }
+
+  /**
+   * Runs `operation` in the room: now, or once the rejoin under way has
+   * brought this instance back (Redis answers: its members wait rather than
+   * being refused). Out of reach, rejects with ChatUnavailableError.
+   */
+  #inRoom<T>(operation: () => T): T | Promise<Awaited<T>> {
+    if (this.#available) return operation();
+    return (async (): Promise<Awaited<T>> => {
+      await this.#rejoining?.catch(() => {});
+      if (!this.#available) throw this.#unavailable();
+      return await operation();
+    })();
   }
 
   #unavailable(): ChatUnavailableError {
