@@ -11,7 +11,10 @@
  * whose registration lapsed (announcing their members as left). An
  * instance cut off from Redis keeps its members connected, answers their
  * lines with `ERROR. Chat is unavailable, try again later`, and rejoins by
- * itself when Redis is back.
+ * itself when Redis is back (a line that comes while the rejoin is under
+ * way waits for it rather than being refused); the joins, renames and
+ * leaves it did not hear meanwhile it reads from the room's history in
+ * Redis, so that its members hear each of them once, in the room's order.
  *
  * @module
  */
@@ -28,7 +31,12 @@ import { ConnectionGroup } from "./connection_group.ts";
 import { settleWithin } from "./deadline.ts";
 import { firstLine } from "./logging.ts";
 import * as scripts from "./chat_redis_scripts.ts";
-import { eventLine, type Message, Outbox } from "./chat_redis_events.ts";
+import {
+  eventLine,
+  EventSequence,
+  type Message,
+  Outbox,
+} from "./chat_redis_events.ts";
 import { RedisLink } from "./chat_redis_link.ts";
 import { redisWhere } from "./served_protocol.ts";
 
@@ -119,13 +127,14 @@ export class RedisChatRoom implements ChatRoom {
   readonly #outbox: Outbox;
   /** Set while local members are behind: senders wait for it. */
   #catchingUp: Promise<void> | undefined;
+  /** Orders the room's joins, renames and leaves, also across a rejoin. */
+  readonly #sequence = new EventSequence();
 
   private constructor(link: RedisLink, options: RedisChatRoomOptions) {
     const prefix = keyPrefix(options);
     this.#link = link;
-    this.#keys = ["names", "instances", "guests", "epoch"].map((key) =>
-      prefix + key
-    );
+    this.#keys = ["names", "instances", "guests", "epoch", "history", "serial"]
+      .map((key) => prefix + key);
     this.#channel = `${prefix}events`;
     // A lost publish is a lost line: delivery is at most once.
     this.#outbox = new Outbox(this.#id, (text) => {
@@ -181,7 +190,10 @@ export class RedisChatRoom implements ChatRoom {
   }
 
   join(member: LineConnection): Promise<void> {
-    if (!this.#available) return Promise.reject(this.#unavailable());
+    return this.#inRoom(() => this.#join(member));
+  }
+
+  #join(member: LineConnection): Promise<void> {
     return new Promise((admitted, failed) => {
       const joining: Joining = { connection: member, admitted, failed };
       this.#joining.set(member.id, joining);
@@ -198,15 +210,22 @@ export class RedisChatRoom implements ChatRoom {
   }
 
   say(member: LineConnection, line: string): void | Promise<void> {
-    if (!this.#available) throw this.#unavailable();
-    const { name } = this.#members.get(member.id)!;
-    this.#outbox.queue(["say", this.#id, member.id, name, line]);
-    return this.#catchingUp ?? this.#outbox.paced();
+    return this.#inRoom(() => {
+      const sender = this.#members.get(member.id);
+      // Gone while the instance was rejoining.
+      if (sender === undefined) return;
+      this.#outbox.queue(["say", this.#id, member.id, sender.name, line]);
+      return this.#catchingUp ?? this.#outbox.paced();
+    });
   }
 
-  async rename(member: LineConnection, name: string): Promise<string> {
-    if (!this.#available) throw this.#unavailable();
-    const current = this.#members.get(member.id)!;
+  rename(member: LineConnection, name: string): Promise<string> {
+    return this.#inRoom(() => this.#rename(member, name));
+  }
+
+  async #rename(member: LineConnection, name: string): Promise<string> {
+    const current = this.#members.get(member.id);
+    if (current === undefined) throw this.#unavailable();
     if (isReservedName(name, current.name)) return ChatReplies.nameTaken(name);
     const result = await this.#run(scripts.RENAME, [
       member.id,
@@ -219,13 +238,14 @@ export class RedisChatRoom implements ChatRoom {
     return ChatReplies.renamedYou(name);
   }
 
-  async who(): Promise<string[]> {
-    if (!this.#available) throw this.#unavailable();
-    const entries = await this.#link.command(["HVALS", this.#keys[0]])
-      .catch(() => {
-        throw this.#unavailable();
-      }) as string[];
-    return whoLines(entries.map((entry) => entry.split(" ")[2]));
+  who(): Promise<string[]> {
+    return this.#inRoom(async () => {
+      const entries = await this.#link.command(["HVALS", this.#keys[0]])
+        .catch(() => {
+          throw this.#unavailable();
+        }) as string[];
+      return whoLines(entries.map((entry) => entry.split(" ")[2]));
+    });
   }
 
   leave(member: LineConnection, options: { quietly: boolean }): void {
@@ -260,6 +280,20 @@ export class RedisChatRoom implements ChatRoom {
     await this.#link.close();
   }
 
+  /**
+   * Runs `operation` in the room: now, or once the rejoin under way has
+   * brought this instance back (Redis answers: its members wait rather than
+   * being refused). Out of reach, rejects with ChatUnavailableError.
+   */
+  #inRoom<T>(operation: () => T): T | Promise<Awaited<T>> {
+    if (this.#available) return operation();
+    return (async (): Promise<Awaited<T>> => {
+      await this.#rejoining?.catch(() => {});
+      if (!this.#available) throw this.#unavailable();
+      return await operation();
+    })();
+  }
+
   #unavailable(): ChatUnavailableError {
     return new ChatUnavailableError(
       `The chat room at ${this.#link.where} cannot be reached`,
@@ -281,15 +315,28 @@ export class RedisChatRoom implements ChatRoom {
     ]);
   }
 
-  /** A message on the room's channel: its events, delivered to this instance's members. */
+  /** A message on the room's channel. */
   #hear(text: string) {
-    let message: Message;
+    const message = this.#parse(text);
+    if (message === undefined) return;
+    if (message.f === this.#id && message.s !== undefined) {
+      this.#outbox.heardBack(message.s);
+    }
+    for (const next of this.#sequence.heard(message, this.#available)) {
+      this.#deliver(next);
+    }
+  }
+
+  #parse(text: string): Message | undefined {
     try {
-      message = JSON.parse(text);
+      return JSON.parse(text);
     } catch {
       this.#logger.warn("chat room: ignoring a malformed message");
-      return;
     }
+  }
+
+  /** A message's events, delivered to this instance's members. */
+  #deliver(message: Message) {
     // Consecutive lines for the same members (one sender's, say) go out in
     // one broadcast.
     let lines: string[] = [];
@@ -311,9 +358,6 @@ export class RedisChatRoom implements ChatRoom {
       lines.push(heard.line);
     }
     if (lines.length > 0) this.#broadcast(lines, except);
-    if (message.f === this.#id && message.s !== undefined) {
-      this.#outbox.heardBack(message.s);
-    }
   }
 
   #broadcast(lines: string[], except?: LineConnection) {
@@ -338,6 +382,7 @@ export class RedisChatRoom implements ChatRoom {
 
   /** Redis is out of reach: lines are answered with an error until the rejoin. */
   #lost(error: Error) {
+    this.#sequence.forget();
     if (!this.#available) return;
     this.#available = false;
     this.#logger.warn(
@@ -361,15 +406,20 @@ export class RedisChatRoom implements ChatRoom {
       if (joining.name !== undefined) this.#admit(id, joining.name);
     }
     const departed = [...this.#departed];
-    const [epoch, ...moved] = await this.#run(scripts.REJOIN, [
+    const [epoch, last, moved, missed] = await this.#run(scripts.REJOIN, [
       this.#epoch,
       crypto.randomUUID(),
+      this.#sequence.last,
       departed.length,
       ...departed.flat(),
       ...[...this.#members].flatMap(([id, member]) => [id, member.name]),
-    ]) as string[];
+    ]) as [string, number, string[], string[]];
     this.#epoch = epoch;
     for (const [id] of departed) this.#departed.delete(id);
+    for (const text of missed) {
+      const message = this.#parse(text);
+      if (message !== undefined) this.#deliver(message);
+    }
     // A member whose name was taken meanwhile has a new one (the others
     // hear of it from the channel).
     for (let i = 0; i < moved.length; i += 2) {
@@ -378,6 +428,7 @@ export class RedisChatRoom implements ChatRoom {
       member.name = moved[i + 1];
       member.connection.send(ChatReplies.renamedYou(member.name));
     }
+    for (const message of this.#sequence.rejoined(last)) this.#deliver(message);
     const wasAvailable = this.#available;
     this.#available = this.#link.ready;
     // Members that left while the script ran were registered by it.

@@ -21,13 +21,102 @@ import { ChatReplies } from "./chat_room.ts";
 export type Event = [string, string, number, ...(string | number)[]];
 
 /**
- * A message on the channel: its events, and for those an instance
- * published itself, who (`f`) and its sequence number (`s`).
+ * A message on the channel: its events; for lines an instance published
+ * itself, who (`f`) and its sequence number (`s`); for the joins, renames
+ * and leaves the room's scripts published, their number (`n`) in the room's
+ * history, which Redis keeps for a while so that an instance that was not
+ * listening can read what it missed.
  */
 export interface Message {
   f?: string;
   s?: number;
+  n?: number;
   e: Event[];
+}
+
+/**
+ * How many of its latest numbered messages the room keeps in Redis: an
+ * instance away for longer than that many joins, renames and leaves misses
+ * the older ones.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HISTORY_LENGTH } from "./chat_redis_events.ts";
+ * assert.ok(HISTORY_LENGTH >= 100);
+ * ```
+ */
+export const HISTORY_LENGTH = 1000;
+
+/**
+ * The order in which an instance delivers the room's numbered messages:
+ * each once, in the room's order, with none lost while the instance was
+ * out of the room (its channel connection lost and back, or taken for
+ * dead). Out of the room it holds the numbered messages it hears and drops
+ * the lines (nobody of it can talk either; lines are delivered at most
+ * once); at the rejoin, the messages it missed come first, from the room's
+ * history, then those it held.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { EventSequence, type Message } from "./chat_redis_events.ts";
+ * const sequence = new EventSequence();
+ * const joined: Message = { n: 2, e: [["join", "a1", 4, "guest4"]] };
+ * const line: Message = { e: [["say", "a1", 5, "bob", "hi"]] };
+ * assert.equal(sequence.last, 0);
+ * // Heard while out of the room: held (numbered), or dropped (a line).
+ * assert.deepEqual(sequence.heard(joined, false), []);
+ * assert.deepEqual(sequence.heard(line, false), []);
+ * // The rejoin delivered message 1 from the history: 2 comes next.
+ * assert.deepEqual(sequence.rejoined(1), [joined]);
+ * // Heard again later on the channel: not delivered twice.
+ * assert.deepEqual(sequence.heard(joined, true), []);
+ * assert.deepEqual(sequence.heard(line, true), [line]);
+ * ```
+ */
+export class EventSequence {
+  /** The number of the last numbered message delivered. */
+  #last = 0;
+  /** Numbered messages heard out of the room, oldest first. */
+  readonly #held: Message[] = [];
+
+  /** A message heard on the channel: what to deliver now (it, or nothing). */
+  heard(message: Message, inRoom: boolean): Message[] {
+    if (message.n === undefined) return inRoom ? [message] : [];
+    if (!inRoom) {
+      // The history has the oldest ones too.
+      if (this.#held.push(message) > HISTORY_LENGTH) this.#held.shift();
+      return [];
+    }
+    if (message.n <= this.#last) return [];
+    this.#last = message.n;
+    return [message];
+  }
+
+  /**
+   * A connection was lost: what was held may have gaps, and may belong to
+   * a room that Redis is about to lose; the history tells at the rejoin.
+   */
+  forget(): void {
+    this.#held.length = 0;
+  }
+
+  /** The number of the last numbered message delivered (0: none yet). */
+  get last(): number {
+    return this.#last;
+  }
+
+  /**
+   * Back in the room, the messages it missed up to number `last` (read
+   * from the history) delivered: returns those held since, each once.
+   */
+  rejoined(last: number): Message[] {
+    this.#last = last;
+    const held = this.#held.splice(0).filter((message) => message.n! > last);
+    if (held.length > 0) this.#last = held.at(-1)!.n!;
+    return held;
+  }
 }
 
 /**

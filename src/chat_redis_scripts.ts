@@ -13,17 +13,23 @@
  * - `KEYS[3]` guests: the counter of guest numbers;
  * - `KEYS[4]` epoch: set when the room is first made in this Redis, so that
  *   a Redis that restarted empty can be told from one that kept the room;
+ * - `KEYS[5]` history: a list of the room's latest messages (at most
+ *   `HISTORY_LENGTH`), for instances that were not listening when they
+ *   were published; `KEYS[6]` serial: the number of the last one;
  * - `ARGV[1]` the room's channel, `ARGV[2]` the calling instance, `ARGV[3]`
  *   how long (ms) an instance lives without a heartbeat.
  *
- * Events are published as `{"e": [[KIND, INSTANCE, CONNECTION, ...], ...]}`
- * (see `chat_redis.ts` for the kinds).
+ * Events are published as `{"n": NUMBER, "e": [[KIND, INSTANCE,
+ * CONNECTION, ...], ...]}` (see `chat_redis_events.ts` for the kinds), each
+ * message numbered one more than the last and kept in the history.
  *
  * @module
  */
+import { HISTORY_LENGTH } from "./chat_redis_events.ts";
 
 const PRELUDE = `
 local names, instances, guests = KEYS[1], KEYS[2], KEYS[3]
+local history, serial = KEYS[5], KEYS[6]
 local channel, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local function now()
   local t = redis.call('TIME')
@@ -36,7 +42,11 @@ end
 local function entry(conn, name) return me .. ' ' .. conn .. ' ' .. name end
 local function parse(value) return string.match(value, '^(%S+) (%d+) (%S+)$') end
 local function publish(events)
-  if #events > 0 then redis.call('PUBLISH', channel, cjson.encode({e = events})) end
+  if #events == 0 then return end
+  local message = cjson.encode({n = redis.call('INCR', serial), e = events})
+  redis.call('RPUSH', history, message)
+  redis.call('LTRIM', history, -${HISTORY_LENGTH}, -1)
+  redis.call('PUBLISH', channel, message)
 end
 local function newGuest(conn)
   local name
@@ -124,17 +134,20 @@ return #dead
  * the instance was taken for dead. `ARGV[4]` is the room's epoch as the
  * instance last saw it and `ARGV[5]` a fresh one, in case Redis lost the
  * room (restarted empty: then nobody has been told anything meanwhile);
- * `ARGV[6]` is a count D, then D members that left while the room was out
- * of reach (connection, name, ...), then the instance's members now
- * (connection, name, ...).
+ * `ARGV[6]` the number of the last message the instance heard; `ARGV[7]`
+ * a count D, then D members that left while the room was out of reach
+ * (connection, name, ...), then the instance's members now (connection,
+ * name, ...).
  *
  * The departed are announced as left unless their instance was reaped
  * meanwhile (they were announced then). A member missing from the room is
  * announced as back if it was reaped; one whose name another member took
  * meanwhile gets a new guest name (`moved`). Names the instance holds for
  * no member are freed and announced as left. The guest counter moves past
- * the instance's guest names. Returns the epoch, then the moved members
- * (connection, new name, ...).
+ * the instance's guest names. Returns the epoch; the number of the last
+ * message before this script's own; the moved members (connection, new
+ * name, ...); and the messages of the history the instance missed (none
+ * when it joins for the first time, all of a room Redis made again).
  */
 export const REJOIN = PRELUDE + `
 local epoch = redis.call('GET', KEYS[4])
@@ -144,9 +157,15 @@ if not epoch then
   redis.call('SET', KEYS[4], epoch)
 end
 redis.call('ZADD', instances, now() + ttl, me)
-local events, result, held = {}, {epoch}, {}
-local departed = tonumber(ARGV[6])
-local first = 7 + 2 * departed
+local last = tonumber(redis.call('GET', serial) or '0')
+local from = last
+if ARGV[4] ~= '' then from = restarted and 0 or tonumber(ARGV[6]) end
+-- Message number m is at index m - (last - kept + 1).
+local kept = redis.call('LLEN', history)
+local missed = redis.call('LRANGE', history, math.max(from - last + kept, 0), -1)
+local events, moved, held = {}, {}, {}
+local departed = tonumber(ARGV[7])
+local first = 8 + 2 * departed
 local highest = tonumber(redis.call('GET', guests) or '0')
 for i = first, #ARGV, 2 do
   held[entry(ARGV[i], ARGV[i + 1])] = true
@@ -154,7 +173,7 @@ for i = first, #ARGV, 2 do
   if number > highest then highest = number end
 end
 redis.call('SET', guests, highest)
-for i = 7, first - 1, 2 do
+for i = 8, first - 1, 2 do
   local conn, name = ARGV[i], ARGV[i + 1]
   local ours = redis.call('HGET', names, string.lower(name)) == entry(conn, name)
   if ours then redis.call('HDEL', names, string.lower(name)) end
@@ -174,17 +193,17 @@ for i = first, #ARGV, 2 do
   local conn, name = ARGV[i], ARGV[i + 1]
   local holder = redis.call('HGET', names, string.lower(name))
   if holder and holder ~= entry(conn, name) then
-    local moved = newGuest(conn)
-    table.insert(result, conn)
-    table.insert(result, moved)
-    table.insert(events, {'moved', me, tonumber(conn), name, moved, restarted and 1 or 0})
+    local guest = newGuest(conn)
+    table.insert(moved, conn)
+    table.insert(moved, guest)
+    table.insert(events, {'moved', me, tonumber(conn), name, guest, restarted and 1 or 0})
   elseif not holder then
     redis.call('HSET', names, string.lower(name), entry(conn, name))
     if not restarted then table.insert(events, {'back', me, tonumber(conn), name}) end
   end
 end
 publish(events)
-return result
+return {epoch, last, moved, missed}
 `;
 
 /**

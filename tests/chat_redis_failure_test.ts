@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { LineClient } from "./support/line_client.ts";
 import {
   ask,
+  type Member,
   missing,
   redisTest,
   rename,
@@ -134,6 +135,75 @@ redisTest(
       assert.deepEqual(await who(ann), ["* ann", `* ${bob.name}`]);
       await ann.client.send("still here\n");
       assert.equal(await bob.client.readLine(), "ann: still here");
+    });
+  },
+);
+
+redisTest(
+  "chat across instances: an instance cut off from the room's channel hears, once back, the joins, renames and leaves it missed, in order",
+  async () => {
+    await withRoom(2, async ({ redis, instances, enter }) => {
+      const ann = await enter(0);
+      const bob = await enter(1, [ann]);
+      const cat = await enter(1, [ann, bob]);
+      const catWas = cat.name;
+      // Stopped, instance 0 cannot notice that Redis drops its subscription
+      // while instance 1 reconnects and the room goes on.
+      instances[0].child.kill("SIGSTOP");
+      let dan: Member;
+      try {
+        assert.equal(await redis.command("CLIENT KILL TYPE pubsub"), ":2");
+        await instances[1].waitForStderr(/reached again: rejoined/, 10_000);
+        dan = await enter(1, [bob, cat]);
+        await rename(cat, "cat", [bob, dan]);
+        assert.deepEqual(await ask(bob, "/quit"), ["connection closed"]);
+        for (const member of [cat, dan]) {
+          assert.equal(await member.client.readLine(), `* ${bob.name} left`);
+        }
+      } finally {
+        instances[0].child.kill("SIGCONT");
+      }
+      await instances[0].waitForStderr(/reached again: rejoined/, 15_000);
+      assert.deepEqual(await ann.client.readLines(3, 15_000), [
+        `* ${dan.name} joined`,
+        `* ${catWas} is now cat`,
+        `* ${bob.name} left`,
+      ]);
+      assert.deepEqual(
+        await who(ann),
+        [`* ${ann.name}`, "* cat", `* ${dan.name}`].sort(),
+      );
+    });
+  },
+);
+
+redisTest(
+  "chat across instances: after Redis restarted empty, an instance back after the others still hears who left meanwhile",
+  async () => {
+    await withRoom(2, async ({ redis, instances, enter }) => {
+      const ann = await enter(0);
+      const bob = await enter(1, [ann]);
+      const cat = await enter(1, [ann, bob]);
+      await redis.stop();
+      for (const instance of instances) {
+        await instance.waitForStderr(/out of reach/, 10_000);
+      }
+      assert.deepEqual(await ask(cat, "/quit"), ["connection closed"]);
+      // Instance 1 rejoins and announces cat's leaving while instance 0 is
+      // not listening yet.
+      instances[0].child.kill("SIGSTOP");
+      try {
+        await redis.restart();
+        await instances[1].waitForStderr(/reached again: rejoined/, 10_000);
+        assert.equal(await bob.client.readLine(), `* ${cat.name} left`);
+      } finally {
+        instances[0].child.kill("SIGCONT");
+      }
+      await instances[0].waitForStderr(/reached again: rejoined/, 15_000);
+      assert.equal(await ann.client.readLine(15_000), `* ${cat.name} left`);
+      const everyone = [`* ${ann.name}`, `* ${bob.name}`].sort();
+      assert.deepEqual(await who(ann), everyone);
+      assert.deepEqual(await who(bob), everyone);
     });
   },
 );

@@ -41,11 +41,12 @@ redisTest(
       const cat = await enter(2, [ann, bob]);
       await rename(ann, "ann", [bob, cat]);
       await rename(bob, "Bob", [ann, cat]);
+      // Lines of two senders have no order between them: one at a time.
       await ann.client.send("hello from 0\n");
-      await cat.client.send("hello from 2\n");
       assert.equal(await bob.client.readLine(), "ann: hello from 0");
-      assert.equal(await bob.client.readLine(), `${cat.name}: hello from 2`);
       assert.equal(await cat.client.readLine(), "ann: hello from 0");
+      await cat.client.send("hello from 2\n");
+      assert.equal(await bob.client.readLine(), `${cat.name}: hello from 2`);
       assert.equal(await ann.client.readLine(), `${cat.name}: hello from 2`);
       // Names are unique in the room without regard to case.
       assert.deepEqual(await ask(cat, "/nick ANN"), [
@@ -242,8 +243,10 @@ if (noHaproxy) console.error(`chat_redis_test.ts: HAProxy test: ${noHaproxy}`);
 redisTest(
   "chat across instances: behind HAProxy, members on both instances are one room (health checks do not join it)",
   async () => {
-    const [front, stats] = distinctFreePorts(2);
     await withRoom(2, async ({ instances }) => {
+      // Chosen once Redis and the instances listen: a port free before
+      // they started may be one of theirs now.
+      const [front, stats] = distinctFreePorts(2);
       const config = new URL("../deploy/haproxy-chat.cfg", import.meta.url);
       await using haproxy = await HaproxyProcess.start(
         {

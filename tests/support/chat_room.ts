@@ -116,8 +116,9 @@ export async function rename(member: Member, name: string, others: Member[]) {
 /** `/who` as `member` sees it: nothing else was pending for it. */
 export async function who(member: Member): Promise<string[]> {
   await member.client.send("/who\n");
-  const count = /^\* (\d+) online$/.exec(await member.client.readLine());
-  assert.ok(count, "a /who answer first: a line was pending");
+  const first = await member.client.readLine();
+  const count = /^\* (\d+) online$/.exec(first);
+  assert.ok(count, `a /who answer first, not ${JSON.stringify(first)}`);
   return await member.client.readLines(Number(count[1]));
 }
 
