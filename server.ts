@@ -40,9 +40,9 @@ import {
 import {
   ChatRoomUnreachableError,
   openProtocol,
-  redisWhere,
   type ServedProtocol,
 } from "./src/served_protocol.ts";
+import { redisWhere } from "./src/redis_url.ts";
 import {
   WorkerPool,
   type WorkerServerOptions,

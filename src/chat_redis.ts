@@ -38,7 +38,7 @@ import {
   Outbox,
 } from "./chat_redis_events.ts";
 import { RedisLink } from "./chat_redis_link.ts";
-import { redisWhere } from "./served_protocol.ts";
+import { redisWhere } from "./redis_url.ts";
 
 /** Options of {@linkcode RedisChatRoom.connect}. */
 export interface RedisChatRoomOptions {

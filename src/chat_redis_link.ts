@@ -9,7 +9,7 @@
  */
 import { createClient } from "redis";
 import { settleWithin } from "./deadline.ts";
-import { redisWhere } from "./served_protocol.ts";
+import { redisWhere } from "./redis_url.ts";
 
 /** What the room is told. */
 export interface RedisLinkHandlers {

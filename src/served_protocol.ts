@@ -16,22 +16,6 @@ export interface SharedChatSettings {
   room: string;
 }
 
-/**
- * `url` as it may be shown: without user name and password.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { redisWhere } from "./served_protocol.ts";
- * assert.equal(redisWhere("redis://:secret@cache:6380/2"), "redis://cache:6380/2");
- * ```
- */
-export function redisWhere(url: string): string {
-  const parsed = new URL(url);
-  const path = parsed.pathname === "/" ? "" : parsed.pathname;
-  return `${parsed.protocol}//${parsed.host}${path}`;
-}
-
 /** A protocol made for one server. */
 export interface ServedProtocol {
   protocol: LineProtocol;
