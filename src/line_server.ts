@@ -18,6 +18,7 @@ import { Reception } from "./reception.ts";
 import { errorWithStack } from "./logging.ts";
 import { settleWithin } from "./deadline.ts";
 import { reclaimMemoryWhenQuiet } from "./memory_reclaimer.ts";
+import { readGateOpen } from "./socket_reading.ts";
 import { TcpListener } from "./transport.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { type ServerOptions, type Settings, settle } from "./server_options.ts";
@@ -254,6 +255,7 @@ export class LineServer {
     );
     if (!closed || options.force) await this.#closeRemaining();
     await this.#stopReclaiming();
+    await readGateOpen();
     const forced = open.filter((c) => c.outcome === "forced").length;
     const summary: ShutdownSummary = {
       served: this.#served,

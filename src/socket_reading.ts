@@ -1,6 +1,6 @@
 /**
  * How the owner of an accepted socket receives its bytes: one small API
- * (receive, pause, resume, stop) over the two ways a socket can be read.
+ * (receive, pause, resume, stop) over the ways a socket can be read.
  *
  * Why one shared read buffer: by default every read hands JavaScript a newly
  * allocated buffer (a 64 KiB slab, or a copy of a short read), freed only
@@ -12,14 +12,20 @@
  * `onread` option): a read lends its bytes to the socket's owner for the
  * length of one call, and the owner copies only what it keeps.
  *
- * Sockets that carry TLS are read the ordinary way (the TLS layer reads the
- * socket itself), chunk by chunk through `'data'`; pausing one stops the
- * TCP reads beneath its TLS layer too.
+ * A TLS stream, once its handshake is done, lends its reads the same way:
+ * the TLS layer decrypts into the shared buffer, and the encrypted reads of
+ * the TCP socket beneath it go into a second shared buffer, which the TLS
+ * layer copies from at once. Pausing a TLS stream stops those TCP reads.
+ *
+ * Every lending socket also passes the read gate (read_gate.ts), so that a
+ * few clients streaming at full speed cannot keep the runtime from looking
+ * at the other sockets.
  *
  * @module
  */
 import net from "node:net";
 import type { Duplex } from "node:stream";
+import { GATE_WINDOW_MS, ReadGate } from "./read_gate.ts";
 
 /**
  * Who receives a socket's bytes. `bytes` may be lent (a view of the shared
@@ -30,14 +36,25 @@ export interface ByteReceiver {
   onBytes(bytes: Uint8Array): boolean;
 }
 
-/** The size of the read buffer shared by every accepted socket (as libuv reads). */
+/** The size of the read buffers shared by every accepted socket (as libuv reads). */
 const SHARED_READ_BYTES = 64 * 1024;
 const sharedReadBuffer = new Uint8Array(SHARED_READ_BYTES);
+/** Where the TCP sockets beneath TLS read their encrypted bytes. */
+const sharedEncryptedBuffer = new Uint8Array(SHARED_READ_BYTES);
 /** Where a socket keeps its receiver. */
 const RECEIVER = Symbol("receiver");
 /** Marks a socket created with the shared read buffer. */
 const LENDS_READS = Symbol("lends reads");
+/** Its owner wants no bytes now (pauseReading, or a receiver's false). */
+const OWNER_PAUSED = Symbol("owner paused");
+/** Held at the read gate. */
+const GATED = Symbol("gated");
+/** Under TLS: the TCP reads beneath were stopped (by the owner or the gate). */
 const TCP_PAUSED = Symbol("tcp paused");
+/** On the TCP handle beneath TLS: the TLS stream above it. */
+const TLS_ABOVE = Symbol("tls above");
+/** On the TCP handle beneath TLS: the TLS layer's own `onread`. */
+const DELIVER_ENCRYPTED = Symbol("deliver encrypted");
 
 /** A libuv-like stream handle, as Deno's `node:net` has one per socket. */
 interface StreamHandle {
@@ -45,17 +62,43 @@ interface StreamHandle {
   readStart?(): number;
   readStop?(): number;
   useUserBuffer?(buffer: Uint8Array): void;
+  onread?: (this: StreamHandle, buffer?: unknown) => unknown;
   /** Under TLS: the TCP handle that feeds the TLS layer. */
   _nativeTcpHandle?: StreamHandle;
+  [TLS_ABOVE]?: ReadingSocket;
+  [DELIVER_ENCRYPTED]?: (this: StreamHandle, buffer?: unknown) => unknown;
 }
 
 type ReadingSocket = Duplex & {
   [RECEIVER]?: ByteReceiver;
   [LENDS_READS]?: true;
-  /** The TCP reads under this stream's TLS layer were stopped by pauseReading. */
+  [OWNER_PAUSED]?: boolean;
+  [GATED]?: boolean;
   [TCP_PAUSED]?: boolean;
   _handle?: StreamHandle;
 };
+
+const readGate = new ReadGate<ReadingSocket>(GATE_WINDOW_MS, (socket) => {
+  socket[GATED] = false;
+  if (!socket[OWNER_PAUSED] && !socket.destroyed) startReads(socket);
+});
+
+/**
+ * Resolves once no socket is held at the read gate, so that no timer of the
+ * gate outlives a server that has finished.
+ */
+export function readGateOpen(): Promise<void> {
+  return readGate.opened();
+}
+
+/** A read filled the buffer: holds `socket` at the gate when it is closing. */
+function passGate(socket: ReadingSocket): boolean {
+  if (socket[OWNER_PAUSED] || !readGate.mustWait()) return true;
+  socket[GATED] = true;
+  readGate.hold(socket);
+  stopReads(socket);
+  return false;
+}
 
 /**
  * The `onread` callback of every lending socket: hands the bytes to its
@@ -66,10 +109,35 @@ type ReadingSocket = Duplex & {
 function onLentRead(this: ReadingSocket, length: number, buffer: Uint8Array) {
   const receiver = this[RECEIVER];
   if (receiver === undefined) return false;
-  if (receiver.onBytes(buffer.subarray(0, length))) return true;
-  if (this._handle?._nativeTcpHandle === undefined) return false;
-  pauseTcpBeneath(this);
-  return true;
+  const underTls = this._handle?._nativeTcpHandle !== undefined;
+  if (!receiver.onBytes(buffer.subarray(0, length))) {
+    this[OWNER_PAUSED] = true;
+    if (!underTls) return false;
+    stopReads(this);
+    return true;
+  }
+  // Under TLS the gate watches the encrypted reads (onEncryptedRead).
+  if (underTls || length < SHARED_READ_BYTES) return true;
+  return passGate(this);
+}
+
+/**
+ * The `onread` of a TCP handle beneath TLS once its reads are lent: gives
+ * the TLS layer the shared buffer (it copies the bytes before it returns)
+ * and learns the read's length from the view the layer takes of it.
+ */
+function onEncryptedRead(this: StreamHandle, buffer?: unknown) {
+  let length = 0;
+  const view = buffer ?? {
+    subarray(start: number, end: number) {
+      length = end;
+      return sharedEncryptedBuffer.subarray(start, end);
+    },
+  };
+  const result = this[DELIVER_ENCRYPTED]!.call(this, view);
+  const socket = this[TLS_ABOVE];
+  if (length === SHARED_READ_BYTES && socket !== undefined) passGate(socket);
+  return result;
 }
 
 /** The `'data'` listener of every other stream (a chunk it owns). */
@@ -118,6 +186,7 @@ export function receiveBytes(stream: Duplex, receiver: ByteReceiver): void {
   reading[RECEIVER] = receiver;
   if (!first) return resumeReading(stream);
   if (!reading[LENDS_READS]) stream.on("data", onOwnedChunk);
+  reading[OWNER_PAUSED] = false;
   stream.resume();
 }
 
@@ -143,9 +212,25 @@ export function stopReceiving(stream: Duplex): void {
  */
 export function pauseReading(stream: Duplex): void {
   const reading = stream as ReadingSocket;
-  pauseTcpBeneath(reading);
-  if (!reading[LENDS_READS]) return void stream.pause();
-  if (reading._handle?._nativeTcpHandle !== undefined) return;
+  reading[OWNER_PAUSED] = true;
+  stopReads(reading);
+}
+
+/** Reads `stream` again after {@linkcode pauseReading} (or a receiver's false). */
+export function resumeReading(stream: Duplex): void {
+  const reading = stream as ReadingSocket;
+  reading[OWNER_PAUSED] = false;
+  if (!reading[GATED]) startReads(reading);
+}
+
+function stopReads(reading: ReadingSocket) {
+  const tcp = reading._handle?._nativeTcpHandle;
+  if (tcp?.readStop !== undefined && !reading[TCP_PAUSED]) {
+    reading[TCP_PAUSED] = true;
+    tcp.readStop();
+  }
+  if (!reading[LENDS_READS]) return void reading.pause();
+  if (tcp !== undefined) return;
   const handle = reading._handle;
   if (handle?.reading && handle.readStop !== undefined) {
     handle.reading = false;
@@ -153,28 +238,17 @@ export function pauseReading(stream: Duplex): void {
   }
 }
 
-/** Under TLS: stops the TCP reads beneath the TLS layer (until resumed). */
-function pauseTcpBeneath(reading: ReadingSocket) {
-  const tcp = reading._handle?._nativeTcpHandle;
-  if (tcp?.readStop !== undefined && !reading[TCP_PAUSED]) {
-    reading[TCP_PAUSED] = true;
-    tcp.readStop();
-  }
-}
-
-/** Reads `stream` again after {@linkcode pauseReading} (or a receiver's false). */
-export function resumeReading(stream: Duplex): void {
-  const reading = stream as ReadingSocket;
+function startReads(reading: ReadingSocket) {
   if (reading[TCP_PAUSED]) {
     reading[TCP_PAUSED] = false;
     reading._handle?._nativeTcpHandle?.readStart?.();
   }
-  if (!reading[LENDS_READS]) return void stream.resume();
+  if (!reading[LENDS_READS]) return void reading.resume();
   const handle = reading._handle;
   if (handle !== undefined && !handle.reading && handle.readStart) {
     handle.reading = true;
     const error = handle.readStart();
-    if (error !== 0) stream.destroy(new Error(`Cannot read: error ${error}`));
+    if (error !== 0) reading.destroy(new Error(`Cannot read: error ${error}`));
   }
 }
 
@@ -234,5 +308,30 @@ export function lendReadsOf(stream: Duplex): boolean {
   reading[symbols.generator] = null;
   handle.useUserBuffer(sharedReadBuffer);
   reading[LENDS_READS] = true;
+  lendEncryptedReads(reading);
   return true;
+}
+
+/**
+ * Makes the TCP handle beneath a TLS stream read into the shared encrypted
+ * buffer. Its `onread` is the TLS layer's, which expects a buffer of its
+ * own with each read (and gets none once a user buffer is set): it is
+ * wrapped to get the shared buffer instead. The reads are restarted so
+ * that the runtime picks up the new callback.
+ */
+function lendEncryptedReads(reading: ReadingSocket) {
+  const tcp = reading._handle?._nativeTcpHandle;
+  if (
+    typeof tcp?.useUserBuffer !== "function" ||
+    typeof tcp.onread !== "function" || tcp.readStart === undefined ||
+    tcp.readStop === undefined
+  ) return;
+  tcp[DELIVER_ENCRYPTED] = tcp.onread;
+  tcp[TLS_ABOVE] = reading;
+  tcp.onread = onEncryptedRead;
+  tcp.useUserBuffer(sharedEncryptedBuffer);
+  if (!reading[TCP_PAUSED]) {
+    tcp.readStop();
+    tcp.readStart();
+  }
 }
