@@ -10,7 +10,12 @@
  *   milliseconds of arithmetic each;
  * - `ones`: 65,533-byte sum lines (32,767 one-digit numbers), cheap per
  *   line but long;
- * - `echo`: 65,536-byte lines to the echo protocol, nearly free to answer.
+ * - `echo`: 65,536-byte lines to the echo protocol, nearly free to answer;
+ * - `stream`: {@linkcode STREAMERS} clients, each streaming 64 KiB chunks
+ *   without a newline as fast as the server reads them (one line-too-long
+ *   error each, then nothing to answer): the runtime reads such sockets
+ *   back to back, and the bystander's line waits unless the server makes
+ *   the runtime look at the other sockets.
  *
  * @module
  */
@@ -18,6 +23,7 @@ import net from "node:net";
 import { Buffer } from "node:buffer";
 import { settleWithin } from "../src/deadline.ts";
 import {
+  addProblems,
   CALC_WELCOME,
   countOver,
   expectedFrom,
@@ -37,7 +43,13 @@ import {
 import { WorkerInbox } from "./worker_inbox.ts";
 
 /** What the heavy client sends. */
-export type HeavyLoad = "product" | "ones" | "echo";
+export type HeavyLoad = "product" | "ones" | "echo" | "stream";
+
+/** How many heavy clients a load has: one, or several streamers. */
+export const STREAMERS = 8;
+export function heavyClientCount(load: HeavyLoad): number {
+  return load === "stream" ? STREAMERS : 1;
+}
 
 /** The bystander's pace, and lineserver's bound on its every reply. */
 export const BYSTANDER_INTERVAL_MS = 50;
@@ -86,6 +98,13 @@ export function heavyTraffic(load: HeavyLoad): HeavyTraffic {
       line: digits.join(",") + "\n",
       reply: `Sum of input integers: '${sum}'\r\n`,
     };
+  } else if (load === "stream") {
+    made = {
+      setup: "",
+      prelude: CALC_WELCOME,
+      line: "x".repeat(65536),
+      reply: "ERROR. Line too long (max 65536 bytes)\r\n",
+    };
   } else {
     const letters = "abcdefghijklmnopqrstuvwxyz";
     const text = Array.from(
@@ -119,6 +138,8 @@ export type ToHeavyClient =
     line: Uint8Array;
     reply: Uint8Array;
     inFlight: number;
+    /** Writes whenever the socket takes more, whatever is unanswered. */
+    stream: boolean;
     /** Shared with the caller: replies received so far, kept current. */
     answered: Int32Array;
   }
@@ -129,7 +150,8 @@ export type ToHeavyClient =
 /** Sent back by the heavy client. */
 export type FromHeavyClient =
   | { type: "ready" }
-  | { type: "result"; lines: number; bytesIn: number } & Problems
+  | { type: "result"; lines: number; bytesIn: number; bytesOut: number }
+    & Problems
   | { type: "fatal"; message: string };
 
 /** The heavy client's Worker with a time-bounded inbox. */
@@ -150,6 +172,7 @@ export class HeavyClient extends WorkerInbox<ToHeavyClient, FromHeavyClient> {
       line: bytes(traffic.line),
       reply: bytes(traffic.reply),
       inFlight: HEAVY_IN_FLIGHT,
+      stream: load === "stream",
       answered: this.#answered,
     });
   }
@@ -157,6 +180,66 @@ export class HeavyClient extends WorkerInbox<ToHeavyClient, FromHeavyClient> {
   /** Replies the heavy client has received so far (read at any moment). */
   get answered(): number {
     return Atomics.load(this.#answered, 0);
+  }
+}
+
+/** What the heavy clients of a load did in the window, all together. */
+export type HeavyCounts = Omit<
+  Extract<FromHeavyClient, { type: "result" }>,
+  "type"
+>;
+
+/** The heavy clients of one load ({@linkcode heavyClientCount} of them), driven as one. */
+export class HeavyClients {
+  readonly #clients: HeavyClient[];
+
+  /** Connects each to `host:port`; await {@linkcode HeavyClients.ready} next. */
+  constructor(host: string, port: number, load: HeavyLoad) {
+    this.#clients = Array.from(
+      { length: heavyClientCount(load) },
+      () => new HeavyClient(host, port, load),
+    );
+  }
+
+  /** Resolves when every client has its prelude (rejects after `timeoutMs`). */
+  async ready(timeoutMs: number): Promise<void> {
+    await Promise.all(this.#clients.map((c) => c.expect("ready", timeoutMs)));
+  }
+
+  /** `run` starts the load, `measure` zeroes the counters. */
+  post(message: { type: "run" } | { type: "measure" }): void {
+    for (const client of this.#clients) client.post(message);
+  }
+
+  /** Replies the heavy clients have received so far (read at any moment). */
+  get answered(): number {
+    return this.#clients.reduce((total, c) => total + c.answered, 0);
+  }
+
+  /** Stops the load; the window's counts of every client, added up. */
+  async stop(timeoutMs: number): Promise<HeavyCounts> {
+    for (const client of this.#clients) client.post({ type: "stop" });
+    const results = await Promise.all(
+      this.#clients.map((c) => c.expect("result", timeoutMs)),
+    );
+    const total: HeavyCounts = {
+      lines: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      ...noProblems(),
+    };
+    for (const r of results) {
+      total.lines += r.lines;
+      total.bytesIn += r.bytesIn;
+      total.bytesOut += r.bytesOut;
+      addProblems(total, r);
+    }
+    return total;
+  }
+
+  /** Ends every client's Worker. */
+  terminate(): void {
+    for (const client of this.#clients) client.terminate();
   }
 }
 

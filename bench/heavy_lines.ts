@@ -1,8 +1,9 @@
 /**
  * Scenario `h`, heavy lines: one client pipelines the heaviest lines the
  * limits allow while a bystander sends one short line every 50 ms on its own
- * connection (the clients and their loads: `heavy_clients.ts`). The
- * bystander's reply times tell whether one heavy client holds the server;
+ * connection (the clients and their loads: `heavy_clients.ts`; the
+ * `stream` load is 8 clients streaming without a newline instead). The
+ * bystander's reply times tell whether heavy clients hold the server;
  * lineserver's target is every bystander reply within 50 ms. Each load runs
  * against lineserver and against the Node.js peer, each row with a fresh
  * server pinned like the others, a warm-up and the speed rows' window.
@@ -53,9 +54,10 @@ import {
   BYSTANDER_TARGET_MS,
   type BystanderFigures,
   HEAVY_IN_FLIGHT,
-  HeavyClient,
+  HeavyClients,
   type HeavyLoad,
   heavyTraffic,
+  STREAMERS,
 } from "./heavy_clients.ts";
 import { table } from "./table.ts";
 
@@ -74,6 +76,8 @@ export const HEAVY_ROWS: HeavyRow[] = ([
   ["ones", "node-peer"],
   ["echo", "calc-echo"],
   ["echo", "node-peer-echo"],
+  ["stream", "calc"],
+  ["stream", "node-peer"],
 ] as const).map(([load, server]) => ({
   id: `h-${load}-${server}`,
   load,
@@ -87,6 +91,8 @@ export interface HeavyLinesResult extends Outcome {
   measuredS: number;
   bystander: BystanderFigures | null;
   heavyLinesPerS: number;
+  /** What the heavy clients sent, MB/s. */
+  heavyMBps: number;
   /** CPU time over wall time in the window (1.0 = one core). */
   serverCpu: number;
   /** The same for this process: both clients. */
@@ -115,10 +121,11 @@ export async function runHeavyRow(
   const result: HeavyLinesResult = {
     ...outcome(row.id, row.server),
     load: row.load,
-    lineBytes: heavyTraffic(row.load).line.length - 1,
+    lineBytes: heavyTraffic(row.load).line.replace(/\n$/, "").length,
     measuredS: 0,
     bystander: null,
     heavyLinesPerS: 0,
+    heavyMBps: 0,
     serverCpu: NaN,
     clientCpu: NaN,
     otherCpu: NaN,
@@ -130,7 +137,7 @@ export async function runHeavyRow(
     progress(`${row.id}: skipped: ${result.skipped = reason}`);
     return result;
   }
-  let heavy: HeavyClient | undefined;
+  let heavy: HeavyClients | undefined;
   let bystander: Bystander | undefined;
   let server: ServerChild | undefined;
   try {
@@ -143,8 +150,8 @@ export async function runHeavyRow(
         server.pid,
       )}`,
     );
-    heavy = new HeavyClient(server.host, server.port, row.load);
-    await heavy.expect("ready", 10_000);
+    heavy = new HeavyClients(server.host, server.port, row.load);
+    await heavy.ready(10_000);
     bystander = await Bystander.connect(
       server.host,
       server.port,
@@ -161,11 +168,11 @@ export async function runHeavyRow(
     await pause(settings.durationS * 1000);
     const end = await cpuSample(tree);
     result.bystander = bystander.stop();
-    heavy.post({ type: "stop" });
-    const counts = await heavy.expect("result", 5000);
+    const counts = await heavy.stop(5000);
     assertStillRunning(server);
     result.measuredS = (end.at - start.at) / 1000;
     result.heavyLinesPerS = counts.lines / result.measuredS;
+    result.heavyMBps = counts.bytesOut / 1e6 / result.measuredS;
     const cores = (ticks: number) => ticks / ticksPerSecond / result.measuredS;
     result.serverCpu = cores(end.server - start.server);
     result.clientCpu = cores(end.self - start.self);
@@ -208,9 +215,9 @@ function rowLine(r: HeavyLinesResult): string {
     ms(b.maxMs)
   } ms, ${b.overTarget} over ${BYSTANDER_TARGET_MS} ms, at most ${b.heavyLinesPerWaitMax} heavy lines per wait; heavy ${
     Math.round(r.heavyLinesPerS)
-  } lines/s; server CPU ${Math.round(r.serverCpu * 100)}%, other ${
-    Math.round(r.otherCpu * 100)
-  }%, load ${r.loadAverage.toFixed(2)}`;
+  } lines/s, ${Math.round(r.heavyMBps)} MB/s; server CPU ${
+    Math.round(r.serverCpu * 100)
+  }%, other ${Math.round(r.otherCpu * 100)}%, load ${r.loadAverage.toFixed(2)}`;
 }
 
 /** The errors and mismatches that make the run a failure. */
@@ -238,6 +245,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
     "timer lag",
     "heavy/wait",
     "heavy lines/s",
+    "heavy MB/s",
     "srv CPU",
     "client CPU",
     "other",
@@ -259,6 +267,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
       ms(b?.timerLagMaxMs ?? NaN),
       b ? String(b.heavyLinesPerWaitMax) : "-",
       b ? String(Math.round(r.heavyLinesPerS)) : "-",
+      b ? String(Math.round(r.heavyMBps)) : "-",
       b ? `${Math.round(r.serverCpu * 100)}%` : "-",
       b ? `${Math.round(r.clientCpu * 100)}%` : "-",
       b ? `${Math.round(r.otherCpu * 100)}%` : "-",
@@ -266,7 +275,7 @@ export function heavyLinesText(results: HeavyLinesResult[]): string {
     ];
   });
   const out = [
-    `heavy lines: one client keeps ${HEAVY_IN_FLIGHT} lines in flight beside a bystander sending one line every ${BYSTANDER_INTERVAL_MS} ms (bystander reply times):`,
+    `heavy lines: one client keeps ${HEAVY_IN_FLIGHT} lines in flight (stream: ${STREAMERS} clients stream without a newline) beside a bystander sending one line every ${BYSTANDER_INTERVAL_MS} ms (bystander reply times):`,
     table(header, rows),
   ];
   for (const r of results) {

@@ -1,8 +1,9 @@
 /**
  * The heavy client of the heavy-lines scenario (started by
  * `heavy_clients.ts`), in a Worker of its own: one connection that sends the
- * same long line back to back, keeping a fixed number of lines in flight,
- * and checks every reply byte for byte as it streams in.
+ * same long line back to back, keeping a fixed number of lines in flight
+ * (or, streaming, as many as the socket takes), and checks every reply byte
+ * for byte as it streams in.
  *
  * It runs in its own event loop on purpose. In one Deno event loop a socket
  * that always has data ready is served many times before a quiet socket's
@@ -36,6 +37,7 @@ let answered = 0;
 let answeredAtMeasure = 0;
 let bytesInAtMeasure = 0;
 let bytesIn = 0;
+let sentAtMeasure = 0;
 /** Where the next reply byte is expected: in the prelude or in a reply. */
 let inPrelude = true;
 let at = 0;
@@ -47,7 +49,10 @@ function post(message: FromHeavyClient): void {
 /** Writes lines until `inFlight` are unanswered or the socket is full. */
 function fill(): void {
   const s = socket!;
-  while (running && !waitingForDrain && sent - answered < traffic.inFlight) {
+  while (
+    running && !waitingForDrain &&
+    (traffic.stream || sent - answered < traffic.inFlight)
+  ) {
     sent++;
     if (!s.write(traffic.line)) {
       waitingForDrain = true;
@@ -129,6 +134,7 @@ self.onmessage = (event: MessageEvent<ToHeavyClient>) => {
     case "measure":
       answeredAtMeasure = answered;
       bytesInAtMeasure = bytesIn;
+      sentAtMeasure = sent;
       return;
     case "stop":
       running = false;
@@ -137,6 +143,7 @@ self.onmessage = (event: MessageEvent<ToHeavyClient>) => {
         type: "result",
         lines: answered - answeredAtMeasure,
         bytesIn: bytesIn - bytesInAtMeasure,
+        bytesOut: (sent - sentAtMeasure) * traffic.line.length,
         ...problems,
       });
       socket?.destroy();

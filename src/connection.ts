@@ -42,6 +42,7 @@ import {
 } from "./connection_config.ts";
 import { FrameDecoder } from "./frame_decoder.ts";
 import { Closing } from "./closing.ts";
+import { TurnQueue } from "./turn_queue.ts";
 
 /** Where the handler is in its life (see the module documentation). */
 type State = "open" | "closing" | "closed";
@@ -54,6 +55,10 @@ type Wait = "reply" | "turn" | "output" | undefined;
 
 /** How long a connection may spend on its input (decoding, answering) before letting others run. */
 const TIME_SLICE_MS = 2;
+/** Connections whose slice ran out take turns here, a slice's worth per pass. */
+const turns = new TurnQueue(TIME_SLICE_MS);
+/** A read at least this large while others wait for turns waits for one too. */
+const LARGE_READ_BYTES = 16 * 1024;
 /** Output text written mid-batch once it reaches this many UTF-16 units. */
 const FLUSH_UNITS = 16 * 1024;
 
@@ -335,7 +340,13 @@ export class Connection implements LineConnection, OutputOwner {
     decoder.push(bytes);
     this.#inRead = true;
     try {
-      this.#pump(started);
+      // A large read while connections wait for turns is a heavy sender's:
+      // it waits for a turn too, instead of taking a slice at once. The
+      // first reads of 50 flooding clients, arriving together, would
+      // otherwise each take a slice before anyone else is read.
+      if (bytes.length >= LARGE_READ_BYTES && turns.length > 0) {
+        this.#waitFor("turn");
+      } else this.#pump(started);
     } finally {
       this.#inRead = false;
     }
@@ -554,20 +565,16 @@ export class Connection implements LineConnection, OutputOwner {
       if (reading) resumeReading(this.#stream);
       else pauseReading(this.#stream);
     }
-    // A turn ends on a timer, not setImmediate or a microtask: Deno's event
-    // loop is one task that queues itself again while it has I/O or
-    // immediates to handle, and the runtime asks the kernel which other
-    // sockets have input only when that task goes idle (or every 61st run).
-    // Waiting on a timer with reading stopped lets it go idle, so a client
-    // whose line waits in the kernel is served before this connection's
-    // next turn.
+    // The next turn comes from the turn queue, after the event loop has
+    // looked for other sockets' input: a client whose line waits in the
+    // kernel is served before this connection goes on.
     if (wait === "turn") {
       this.#busyMs = 0;
-      setTimeout(() => {
+      turns.enqueue(() => {
         if (this.#wait !== "turn") return;
         this.#wait = undefined;
         this.#pump();
-      }, 0);
+      });
     }
   }
 

@@ -17,8 +17,12 @@ import { socketPeer } from "./connection_setup.ts";
 import { Reception } from "./reception.ts";
 import { errorWithStack } from "./logging.ts";
 import { settleWithin } from "./deadline.ts";
-import { reclaimMemoryWhenQuiet } from "./memory_reclaimer.ts";
+import {
+  prepareReclaimer,
+  reclaimMemoryWhenQuiet,
+} from "./memory_reclaimer.ts";
 import { readGateOpen } from "./socket_reading.ts";
+import { inputPoll } from "./input_poll.ts";
 import { TcpListener } from "./transport.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { type ServerOptions, type Settings, settle } from "./server_options.ts";
@@ -256,6 +260,7 @@ export class LineServer {
     if (!closed || options.force) await this.#closeRemaining();
     await this.#stopReclaiming();
     await readGateOpen();
+    await inputPoll.close();
     const forced = open.filter((c) => c.outcome === "forced").length;
     const summary: ShutdownSummary = {
       served: this.#served,
@@ -325,13 +330,21 @@ export async function startServer(
   options: ServerOptions = {},
 ): Promise<LineServer> {
   const settings = settle(options);
-  const listener = await TcpListener.listen({
-    hostname: settings.hostname,
-    port: settings.port,
-    reusePort: settings.reusePort,
-    sharedReadBuffer: settings.tls === undefined,
-    logger: settings.logger,
-    metrics: settings.metrics,
-  });
+  if (settings.reclaimMemory) await prepareReclaimer();
+  await inputPoll.open();
+  let listener: TcpListener;
+  try {
+    listener = await TcpListener.listen({
+      hostname: settings.hostname,
+      port: settings.port,
+      reusePort: settings.reusePort,
+      sharedReadBuffer: settings.tls === undefined,
+      logger: settings.logger,
+      metrics: settings.metrics,
+    });
+  } catch (error) {
+    await inputPoll.close();
+    throw error;
+  }
   return new LineServer(listener, settings);
 }

@@ -13,15 +13,17 @@
  *
  * How: once sockets have filled the read buffer back to back for a window
  * of time, every socket whose read fills it stops reading and is held here.
- * The gate opens on a timer set inside a timer: the first fires after a
- * turn in which the held sockets were not read, and the second can only
- * come after the loop has run out of work and asked the kernel, so the
- * clients that were waiting are served before the streamers go on. A
+ * The gate opens after the event loop has twice asked the kernel for input
+ * ({@linkcode inputPoll}): the first after a turn in which the held sockets
+ * were not read, the second after the clients that were waiting have been
+ * read, so they are served before the streamers go on. A
  * socket that reads less than a full buffer has drained what the kernel
  * held and is never held.
  *
  * @module
  */
+
+import { inputPoll } from "./input_poll.ts";
 
 /** How long sockets may fill the read buffer back to back before the gate closes. */
 export const GATE_WINDOW_MS = 15;
@@ -57,7 +59,7 @@ export class ReadGate<T> {
     if (now - this.#windowStart < this.#windowMs) return false;
     this.#closed = true;
     this.#opened = new Promise((resolve) => this.#open = resolve);
-    setTimeout(() => setTimeout(() => this.#reopen(), 0), 0);
+    inputPoll.after(() => inputPoll.after(() => this.#reopen()));
     return true;
   }
 

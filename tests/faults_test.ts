@@ -7,6 +7,7 @@
  * server's metrics show it free, never after a guessed delay.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { type LineProtocol, type LineSession, startServer } from "../mod.ts";
 import { ask, sum } from "./support/calc_replies.ts";
 import { delay, waitFor } from "./support/deadline.ts";
@@ -79,6 +80,48 @@ Deno.test("dead peers: clients that reset with replies pending end only their ow
     }
   } finally {
     for (const client of clients) client.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("dead peers: once a client has reset, no more of its lines are answered", async () => {
+  const server = await startServer({ hostname: HOST, port: 0 });
+  const socket = net.connect({ host: HOST, port: server.addr.port });
+  socket.on("error", () => {});
+  try {
+    await new Promise((resolve) => socket.once("connect", resolve));
+    // Empty lines (an error line each) that are never read: the server
+    // answers until its output bound is reached, then holds the rest of
+    // what it has read unanswered.
+    socket.write(new Uint8Array(8 * 1024 * 1024).fill(0x0a));
+    let last = -1;
+    let still = 0;
+    await waitFor(
+      "the server to stop answering the client that does not read",
+      () => {
+        const now = server.metrics.linesTotal;
+        still = now > 0 && now === last ? still + 1 : 0;
+        last = now;
+        return still >= 4 && socket.writableLength > 0;
+      },
+      10_000,
+    );
+    const answeredBefore = server.metrics.linesTotal;
+    const ended = new Promise<void>((resolve) => {
+      socket.once("close", () => resolve());
+    });
+    socket.resetAndDestroy();
+    await ended;
+    await untilActive(server, 0);
+    // Before: each failed write of the reset connection answered the next
+    // batch of its lines, tens of thousands of them, taking the event loop.
+    const answeredAfter = server.metrics.linesTotal - answeredBefore;
+    assert.ok(
+      answeredAfter < 100,
+      `${answeredAfter} lines answered after the reset`,
+    );
+  } finally {
+    socket.destroy();
     await server.shutdown();
   }
 });

@@ -23,6 +23,11 @@ import {
 } from "./support/hardening.ts";
 import type { LineClient } from "./support/line_client.ts";
 import { MeasuredServer } from "./support/measured_server.ts";
+import {
+  createTestCertificate,
+  opensslMissingReason,
+} from "./support/tls_cert.ts";
+import { connectTlsLineClient } from "./support/tls_client.ts";
 
 const CLIENTS = 40;
 const BYTES_EACH = 20 * MiB;
@@ -44,6 +49,27 @@ async function streamEndlessLine(client: LineClient): Promise<void> {
   await ask(client, "\n1,2\n", sum(3));
 }
 
+/** The server's peak RSS growth while every client streams its endless line. */
+async function peakGrowthWhileStreaming(
+  server: MeasuredServer,
+  what: string,
+): Promise<number> {
+  const baseline = await server.rss();
+  await resetPeakRss(server.pid);
+  await withTimeout(
+    Promise.all(server.clients.map(streamEndlessLine)),
+    STREAM_TIMEOUT_MS,
+    what,
+  );
+  const growth = (await peakRssBytes(server.pid)) - baseline;
+  console.log(
+    `memory: ${what}: peak RSS ${(baseline / MiB).toFixed(0)} MiB + ${
+      (growth / MiB).toFixed(1)
+    } MiB`,
+  );
+  return growth;
+}
+
 Deno.test({
   name: `memory: ${CLIENTS} clients streaming ${
     BYTES_EACH / MiB
@@ -54,18 +80,49 @@ Deno.test({
   async fn() {
     await using server = await MeasuredServer.start();
     for (let i = 0; i < CLIENTS; i++) await server.connect(WELCOME);
-    const baseline = await server.rss();
-    await resetPeakRss(server.pid);
-    await withTimeout(
-      Promise.all(server.clients.map(streamEndlessLine)),
-      STREAM_TIMEOUT_MS,
+    const growth = await peakGrowthWhileStreaming(
+      server,
       `${CLIENTS} clients streaming ${BYTES_EACH / MiB} MiB each`,
     );
-    const growth = (await peakRssBytes(server.pid)) - baseline;
-    console.log(
-      `memory: peak RSS ${(baseline / MiB).toFixed(0)} MiB + ${
-        (growth / MiB).toFixed(1)
-      } MiB`,
+    assert.ok(
+      growth <= GROWTH_BOUND,
+      `server peak RSS grew by ${(growth / MiB).toFixed(1)} MiB (bound ${
+        GROWTH_BOUND / MiB
+      } MiB)`,
+    );
+    assert.equal(server.process.exited, undefined);
+  },
+});
+
+const TLS_CLIENTS = 10;
+const tlsMissing = await opensslMissingReason();
+
+Deno.test({
+  name: `memory: ${TLS_CLIENTS} TLS clients streaming ${
+    BYTES_EACH / MiB
+  } MiB without a newline grow the server's peak RSS by at most ${
+    GROWTH_BOUND / MiB
+  } MiB: the encrypted reads beneath TLS do not allocate per read either${
+    tlsMissing ? ` (ignored: ${tlsMissing})` : ""
+  }`,
+  ignore: !hasProc() || tlsMissing !== undefined,
+  async fn() {
+    await using cert = await createTestCertificate();
+    await using server = await MeasuredServer.start([
+      "--tls-cert",
+      cert.certFile,
+      "--tls-key",
+      cert.keyFile,
+    ], [`--allow-read=${cert.dir}`]);
+    for (let i = 0; i < TLS_CLIENTS; i++) {
+      const client = server.adopt(
+        await connectTlsLineClient(server.port, cert.certPem),
+      );
+      assert.equal(await client.readLine(), WELCOME);
+    }
+    const growth = await peakGrowthWhileStreaming(
+      server,
+      `${TLS_CLIENTS} TLS clients streaming ${BYTES_EACH / MiB} MiB each`,
     );
     assert.ok(
       growth <= GROWTH_BOUND,

@@ -24,10 +24,23 @@ export class MeasuredServer {
     this.process = process;
   }
 
-  /** Starts `server.ts --port 0 --log-level warning` and waits for its listening line. */
-  static async start(): Promise<MeasuredServer> {
+  /**
+   * Starts `server.ts --port 0 --log-level warning` (and `options`, say
+   * `--tls-cert`, with `denoFlags` such as `--allow-read=DIR`) and waits
+   * for its listening line.
+   */
+  static async start(
+    options: string[] = [],
+    denoFlags?: string[],
+  ): Promise<MeasuredServer> {
     return new MeasuredServer(
-      await ServerProcess.start(["--port", "0", "--log-level", "warning"]),
+      await ServerProcess.start([
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+        ...options,
+      ], { denoFlags }),
     );
   }
 
@@ -38,6 +51,12 @@ export class MeasuredServer {
 
   get port(): number {
     return this.process.port;
+  }
+
+  /** Adds a client connected elsewhere (over TLS) to those closed at the end. */
+  adopt(client: LineClient): LineClient {
+    this.clients.push(client);
+    return client;
   }
 
   /** Connects a client and checks that its first line is `greeting`. */
