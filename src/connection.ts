@@ -74,7 +74,7 @@ export class Connection implements LineConnection, OutputOwner {
   /** 0 for a health check until it sends a line (see {@linkcode id}). */
   #id: number;
   readonly #stream: Duplex;
-  readonly #config: ConnectionConfig;
+  readonly #config: ConnectionConfig<Connection>;
   /** Made at the first byte received: an idle connection needs none. */
   #decoder: FrameDecoder | undefined;
   readonly #out: OutputQueue;
@@ -111,7 +111,7 @@ export class Connection implements LineConnection, OutputOwner {
   // when a line is logged, not kept.
   constructor(
     stream: Duplex,
-    config: ConnectionConfig,
+    config: ConnectionConfig<Connection>,
     options: { id: number; peer: PeerAddress; healthCheck?: boolean },
   ) {
     this.#stream = stream;

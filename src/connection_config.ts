@@ -13,7 +13,6 @@ import type { ServerMetrics } from "./metrics.ts";
 import { TimeoutTracker } from "./timeout_tracker.ts";
 import { ServerReplies } from "./replies.ts";
 import type { Settings } from "./server_options.ts";
-import type { Connection } from "./connection.ts";
 
 /**
  * Past this many bytes waiting for a client, no further request of it is
@@ -26,8 +25,15 @@ export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024;
 /** How long a closing connection waits for the client's FIN (see ConnectionConfig.lingerMs). */
 const LINGER_MS = 500;
 
-/** Settings every connection of a server shares. */
-export interface ConnectionConfig {
+/** What the timeouts of a server call on a connection whose time is up. */
+export interface TimedConnection {
+  onIdleTimeout(): void;
+  onLineTimeout(): void;
+  onReplyTimeout(): void;
+}
+
+/** Settings every connection of a server shares; `C` is the connection. */
+export interface ConnectionConfig<C extends TimedConnection = TimedConnection> {
   /** The protocol spoken on every connection. */
   protocol: LineProtocol;
   /** The protocol's framing, its limit resolved. */
@@ -41,11 +47,11 @@ export interface ConnectionConfig {
   /** Whether request lines are logged (debug level). */
   logLines: boolean;
   /** Closes connections that received nothing for the idle timeout; absent when disabled. */
-  idle: TimeoutTracker<Connection> | undefined;
+  idle: TimeoutTracker<C> | undefined;
   /** Closes connections whose line is unfinished after the line timeout; absent when disabled. */
-  line: TimeoutTracker<Connection> | undefined;
+  line: TimeoutTracker<C> | undefined;
   /** Ends a reply promise that has not settled in time; absent when disabled. */
-  replyDeadline: TimeoutTracker<Connection> | undefined;
+  replyDeadline: TimeoutTracker<C> | undefined;
   /**
    * After our FIN, how long to keep reading (and dropping) what the client
    * still sends before closing. Closing a socket with unread input makes the
@@ -56,7 +62,7 @@ export interface ConnectionConfig {
   /** True once the server is draining. */
   draining: () => boolean;
   /** Called once when a connection has ended (its stream is closed): the server counts it and frees its slot. */
-  onEnd: (connection: Connection) => void;
+  onEnd: (connection: C) => void;
   /** The next connection number (a health check takes one when it sends a line). */
   nextId: () => number;
   metrics: ServerMetrics;
@@ -68,16 +74,16 @@ export interface ConnectionConfig {
  * the protocol's framing (its own frame limit, or the server's line limit),
  * the replies and bounds, and one tracker per timeout.
  */
-export function connectionConfig(
+export function connectionConfig<C extends TimedConnection>(
   settings: Settings,
-  server: Pick<ConnectionConfig, "draining" | "onEnd" | "nextId">,
-): ConnectionConfig {
+  server: Pick<ConnectionConfig<C>, "draining" | "onEnd" | "nextId">,
+): ConnectionConfig<C> {
   const protocol = settings.protocol;
   const maxFrameBytes = protocol.framing?.maxFrameBytes ??
     settings.maxLineBytes;
   const encoder = new FrameEncoder(protocol.framing);
-  const tracker = (ms: number, expire: (connection: Connection) => void) =>
-    ms > 0 ? new TimeoutTracker<Connection>(ms, expire) : undefined;
+  const tracker = (ms: number, expire: (connection: C) => void) =>
+    ms > 0 ? new TimeoutTracker<C>(ms, expire) : undefined;
   return {
     protocol,
     framing: { terminator: protocol.framing?.terminator, maxFrameBytes },

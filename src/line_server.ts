@@ -67,7 +67,7 @@ export class LineServer {
   readonly finished: Promise<ShutdownSummary>;
   readonly #listener: TcpListener;
   readonly #settings: Settings;
-  readonly #config: ConnectionConfig;
+  readonly #config: ConnectionConfig<Connection>;
   readonly #admission: Admission;
   /**
    * Accepted sockets that are not connections yet: in their PROXY header or

@@ -22,6 +22,8 @@ import vm from "node:vm";
 const QUIET_MS = 2000;
 /** How often activity is looked at (a timer that does not keep the process alive). */
 const CHECK_MS = 1000;
+/** The longest wait for the trimming Worker to start and answer. */
+const WORKER_WAIT_MS = 5000;
 /** Reclaim only when the process has grown at least this much since the last time. */
 const GROWTH_BYTES = 8 * 1024 * 1024;
 
@@ -50,13 +52,18 @@ async function trimAllocator(): Promise<void> {
       "data:application/javascript,postMessage(0)",
       { type: "module" },
     );
+    let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
       worker.onmessage = () => resolve();
       worker.onerror = (event) => {
         event.preventDefault();
         resolve();
       };
+      // A runtime that never starts it (an embedding, a compiled binary
+      // that loads no data: module) must not hold a start or a shutdown.
+      timer = setTimeout(resolve, WORKER_WAIT_MS);
     });
+    clearTimeout(timer);
     worker.terminate();
   } catch {
     // No Worker here (an embedding without them): only the collection runs.

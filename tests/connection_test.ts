@@ -130,7 +130,7 @@ async function withConnection(
   const ended = new Promise<CloseReason>((resolve) =>
     onEnd = (connection) => resolve(connection.outcome)
   );
-  const config: ConnectionConfig = {
+  const config: ConnectionConfig<Connection> = {
     protocol: options.protocol ?? calculatorProtocol,
     framing: { maxFrameBytes: maxLineBytes },
     encoder: new FrameEncoder(),

@@ -30,6 +30,21 @@ const MEDIAN_REPLY_BOUND_MS = 100;
 const HEAVY_LINES_PER_WAIT_BOUND = 100;
 
 /**
+ * Runs the bystander's window: a line every 50 ms until
+ * {@linkcode BYSTANDER_LINES} are sent; its figures.
+ */
+async function bystanderWindow(bystander: Bystander) {
+  bystander.start();
+  bystander.measure();
+  await waitFor(
+    `${BYSTANDER_LINES} bystander lines sent`,
+    () => bystander.sent >= BYSTANDER_LINES,
+    20_000,
+  );
+  return bystander.stop();
+}
+
+/**
  * Runs the heavy client with `load` beside the bystander and checks the
  * bystander's replies. `product` lines cost milliseconds each; `ones` lines
  * (32,767 one-digit numbers) cost under one, so only a time slice that
@@ -56,15 +71,7 @@ async function bystanderBesideHeavy(load: HeavyLoad) {
       () => h.answered,
     );
     heavy.post({ type: "run" });
-    bystander.start();
-    bystander.measure();
-    const b = bystander;
-    await waitFor(
-      `${BYSTANDER_LINES} bystander lines sent`,
-      () => b.sent >= BYSTANDER_LINES,
-      20_000,
-    );
-    const seen = bystander.stop();
+    const seen = await bystanderWindow(bystander);
     const counts = await heavy.stop(5000);
 
     assert.equal(
@@ -158,15 +165,7 @@ Deno.test(`heavy lines: ${FLOODERS} clients flooding empty lines do not stall an
       "calc",
       () => 0,
     );
-    bystander.start();
-    bystander.measure();
-    const b = bystander;
-    await waitFor(
-      `${BYSTANDER_LINES} bystander lines sent`,
-      () => b.sent >= BYSTANDER_LINES,
-      20_000,
-    );
-    const seen = bystander.stop();
+    const seen = await bystanderWindow(bystander);
     const stopped = message("stopped");
     flooders.postMessage("stop");
     const { bytesIn } = await withTimeout(stopped, 5000, "the flooders' end");
