@@ -267,18 +267,34 @@ export async function processTree(pid: number): Promise<number[]> {
 /**
  * Resident memory of a process tree in KiB, summed over its processes (a
  * process that is gone counts 0): `now` is VmRSS, `peak` is VmHWM, the
- * highest VmRSS each process has had since it started.
+ * highest VmRSS each process has had since it started, and `file` the
+ * file-backed part of `now` (RssFile: pages of executables and libraries).
  */
 export async function rssKiBOfTree(
   pids: number[],
-): Promise<{ now: number; peak: number }> {
+): Promise<{ now: number; peak: number; file: number }> {
   const files = await readProcFiles(pids.map((pid) => `/proc/${pid}/status`));
-  const sum = { now: 0, peak: 0 };
+  const sum = { now: 0, peak: 0, file: 0 };
   for (const status of files.values()) {
     sum.now += Number(status.match(/^VmRSS:\s+(\d+) kB/m)?.[1] ?? 0);
     sum.peak += Number(status.match(/^VmHWM:\s+(\d+) kB/m)?.[1] ?? 0);
+    sum.file += Number(status.match(/^RssFile:\s+(\d+) kB/m)?.[1] ?? 0);
   }
   return sum;
+}
+
+/** Resets VmHWM of each process to its current RSS (Linux clear_refs 5). */
+export async function resetPeaks(pids: number[]): Promise<void> {
+  await new Deno.Command("sh", {
+    args: [
+      "-c",
+      'for p in "$@"; do echo 5 > "/proc/$p/clear_refs"; done',
+      "sh",
+      ...pids.map(String),
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).output();
 }
 
 /** Soft and hard open-file limits of a process. */

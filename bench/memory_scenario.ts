@@ -17,7 +17,13 @@
  * @module
  */
 import { pause } from "../src/deadline.ts";
-import { processTree, progress, rssKiBOfTree, SERVER_CPU } from "./machine.ts";
+import {
+  processTree,
+  progress,
+  resetPeaks,
+  rssKiBOfTree,
+  SERVER_CPU,
+} from "./machine.ts";
 import {
   markFailed,
   type Outcome,
@@ -144,20 +150,6 @@ async function readLines(conn: Deno.TcpConn, count: number): Promise<string[]> {
     clearTimeout(timer);
   }
   return text.split("\r\n").slice(0, count);
-}
-
-/** Resets VmHWM of each process to its current RSS (Linux clear_refs 5). */
-async function resetPeaks(pids: number[]): Promise<void> {
-  await new Deno.Command("sh", {
-    args: [
-      "-c",
-      'for p in "$@"; do echo 5 > "/proc/$p/clear_refs"; done',
-      "sh",
-      ...pids.map(String),
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).output();
 }
 
 async function runOne(

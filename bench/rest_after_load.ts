@@ -26,7 +26,8 @@
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import { pause } from "../src/deadline.ts";
-import { readProcFiles, SERVER_CPU } from "./machine.ts";
+import { resetPeaks, rssKiBOfTree, SERVER_CPU } from "./machine.ts";
+import { restLimitKiB } from "./memory_scenario.ts";
 import {
   cleanUp,
   type ServerChild,
@@ -72,24 +73,8 @@ interface RestResult {
 }
 
 async function memoryOf(pid: number): Promise<MemorySample> {
-  const path = `/proc/${pid}/status`;
-  const status = (await readProcFiles([path])).get(path) ?? "";
-  const kib = (name: string) =>
-    Number(status.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"))?.[1] ?? 0);
-  return {
-    rssKiB: kib("VmRSS"),
-    fileKiB: kib("RssFile"),
-    peakKiB: kib("VmHWM"),
-  };
-}
-
-/** Resets VmHWM to the current RSS (Linux clear_refs 5; a shell, for the permissions). */
-async function resetPeak(pid: number): Promise<void> {
-  await new Deno.Command("sh", {
-    args: ["-c", `echo 5 > /proc/${pid}/clear_refs`],
-    stdout: "null",
-    stderr: "null",
-  }).output();
+  const { now, file, peak } = await rssKiBOfTree([pid]);
+  return { rssKiB: now, fileKiB: file, peakKiB: peak };
 }
 
 /**
@@ -287,14 +272,13 @@ async function runOne(
   try {
     await pause(1000);
     const before = await memoryOf(server.pid);
-    await resetPeak(server.pid);
+    await resetPeaks([server.pid]);
     let replies = 0;
     let good: GoodFigures | undefined;
     if (load === "busy") replies = await busyLoad(server.port);
     else good = await mixLoad(server.port);
     const atEnd = await memoryOf(server.pid);
-    const boundKiB = before.rssKiB +
-      Math.max(before.rssKiB * 0.25, 16 * 1024);
+    const boundKiB = restLimitKiB(before.rssKiB);
     let afterRest = atEnd;
     let backInS: number | null = null;
     const restStart = performance.now();
