@@ -68,7 +68,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         });
       } catch (error) {
         await served.close();
-        send({
+        await sendLast({
           type: "failed",
           error: firstLine(error),
           addrInUse: error instanceof Deno.errors.AddrInUse,
