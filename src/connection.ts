@@ -343,8 +343,12 @@ export class Connection implements LineConnection, OutputOwner {
       // A large read while connections wait for turns is a heavy sender's:
       // it waits for a turn too, instead of taking a slice at once. The
       // first reads of 50 flooding clients, arriving together, would
-      // otherwise each take a slice before anyone else is read.
-      if (bytes.length >= LARGE_READ_BYTES && turns.length > 0) {
+      // otherwise each take a slice before anyone else is read. Not while
+      // the connection already waits (for a reply, read meanwhile).
+      if (
+        this.#wait === undefined && bytes.length >= LARGE_READ_BYTES &&
+        turns.length > 0
+      ) {
         this.#waitFor("turn");
       } else this.#pump(started);
     } finally {

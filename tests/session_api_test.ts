@@ -225,6 +225,55 @@ Deno.test("session API: async replies keep the order of pipelined requests", asy
   });
 });
 
+Deno.test("session API: an async reply keeps its place when a large read arrives while other clients wait for turns", async () => {
+  await withTestServer({}, async ({ server, connect }) => {
+    // A client whose batches outlast a time slice keeps connections
+    // waiting for turns; a large read that arrives then waits for a turn
+    // too, but never in place of a pending reply.
+    const flooder = net.connect({ host: HOST, port: server.addr.port });
+    flooder.on("error", () => {});
+    flooder.on("data", () => {});
+    const batch = "three\n".repeat(10_000);
+    let flooding = true;
+    const flood = () => {
+      while (flooding && flooder.write(batch));
+    };
+    flooder.on("connect", flood);
+    flooder.on("drain", flood);
+    const client = await connect();
+    try {
+      const heavy = server.metrics.linesTotal;
+      await waitFor(
+        "the flooder's lines answered",
+        () => server.metrics.linesTotal > heavy + 10_000,
+        WAIT_MS,
+      );
+      for (let round = 0; round < 20; round++) {
+        const slow = `async 30 slow${round}\n`;
+        const received = server.metrics.bytesReceived;
+        await client.send(slow);
+        // The large read must come while the slow reply is pending.
+        await waitFor(
+          "the slow line read",
+          () => server.metrics.bytesReceived >= received + slow.length,
+          WAIT_MS,
+        );
+        await client.send("none\n".repeat(4000) + `async 0 after${round}\n`);
+        assert.deepEqual(await client.readLines(2), [
+          `slow${round}`,
+          `after${round}`,
+        ]);
+      }
+    } finally {
+      flooding = false;
+      await new Promise<void>((resolve) => {
+        flooder.once("close", () => resolve());
+        flooder.destroy();
+      });
+    }
+  });
+});
+
 Deno.test("session API: send() from inside reply() stays in order with the replies", async () => {
   await withTestServer({}, async ({ connect }) => {
     const client = await connect();
