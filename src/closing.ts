@@ -18,9 +18,9 @@ import type { Duplex } from "node:stream";
 import type { OutputQueue } from "./output_queue.ts";
 
 /** How long closing output may take to be written before the stream is destroyed. */
-export const FINAL_FLUSH_MS = 1500;
+const FINAL_FLUSH_MS = 1500;
 /** How long a forced close waits for its best-effort last line. */
-export const FORCED_LINE_WAIT_MS = 50;
+const FORCED_LINE_WAIT_MS = 50;
 
 /** One closing stream (made when a connection starts to close). */
 export class Closing {

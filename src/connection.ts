@@ -234,7 +234,7 @@ export class Connection implements LineConnection, OutputOwner {
       this.#flushQueued = true;
       queueMicrotask(() => this.#flushQueuedOutput());
     }
-    return out.waitingBytes() < HIGH_WATER_BYTES;
+    return !this.#outputFull();
   }
 
   /** Bytes waiting for this client (a lower bound while text is unencoded). */

@@ -156,7 +156,9 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
     );
     this.#behind.clear();
     if (waiting.length === 0) return;
-    const caughtUp = Promise.all(waiting.map((member) => caughtUpWith(member)));
+    const caughtUp = Promise.all(
+      waiting.map((member) => member.whenWaitingAtMost(BEHIND_BYTES)),
+    );
     if (await settleWithin(caughtUp, STALL_MS)) return;
     for (const member of waiting) {
       if (this.#isBehind(member)) this.#stalled.add(member);
@@ -174,7 +176,7 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
    * waited for again only once it has nearly caught up (a client whose
    * kernel buffers still take a little now and then is not reading).
    */
-  #isBehind(member: C): boolean {
+  #isBehind(member: C): member is C & Connection {
     if (member.closed || !(member instanceof Connection)) return false;
     const waiting = member.waitingBytes;
     if (this.#stalled.has(member)) {
@@ -199,11 +201,4 @@ export class ConnectionGroup<C extends LineConnection = LineConnection>
       if (member.closed) this.delete(member);
     }
   }
-}
-
-/** Resolves once `member` is no longer behind (or has closed). */
-function caughtUpWith(member: LineConnection): Promise<void> {
-  return member instanceof Connection
-    ? member.whenWaitingAtMost(BEHIND_BYTES)
-    : member.drained();
 }

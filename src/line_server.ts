@@ -217,7 +217,7 @@ export class LineServer {
     if (healthCheck) this.metrics.healthCheckStarted();
     else this.metrics.connectionAdmitted();
     const connection = new Connection(stream, this.#config, {
-      id: healthCheck ? 0 : ++this.#served,
+      id: healthCheck ? 0 : this.#config.nextId(),
       peer,
       healthCheck,
     });
@@ -236,10 +236,13 @@ export class LineServer {
     this.#checkAllClosed();
   }
 
+  /** No accepted socket is open: none in the reception, no connection. */
+  get #allGone(): boolean {
+    return this.#reception.size === 0 && this.#connections.size === 0;
+  }
+
   #checkAllClosed() {
-    if (this.#reception.size === 0 && this.#connections.size === 0) {
-      this.#onAllClosed?.();
-    }
+    if (this.#allGone) this.#onAllClosed?.();
   }
 
   async #drain(options: { force: boolean }): Promise<ShutdownSummary> {
@@ -288,9 +291,7 @@ export class LineServer {
 
   /** Resolves once every accepted socket has closed. */
   #allClosed(): Promise<void> {
-    if (this.#reception.size === 0 && this.#connections.size === 0) {
-      return Promise.resolve();
-    }
+    if (this.#allGone) return Promise.resolve();
     return new Promise((resolve) => {
       this.#onAllClosed = () => {
         this.#onAllClosed = undefined;
@@ -306,7 +307,6 @@ export class LineServer {
     // Closed streams end their tasks at once; the bound only guarantees
     // that a shutdown never hangs, whatever a transport does.
     if (!await settleWithin(this.#allClosed(), FORCED_CLOSE_GRACE_MS)) {
-      this.#reception.closeAll();
       await settleWithin(this.#allClosed(), FORCED_CLOSE_GRACE_MS);
     }
   }

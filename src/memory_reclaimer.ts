@@ -17,6 +17,7 @@
  */
 import v8 from "node:v8";
 import vm from "node:vm";
+import { settleWithin } from "./deadline.ts";
 
 /** Quiet this long after activity before reclaiming. */
 const QUIET_MS = 2000;
@@ -52,18 +53,16 @@ async function trimAllocator(): Promise<void> {
       "data:application/javascript,postMessage(0)",
       { type: "module" },
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await new Promise<void>((resolve) => {
+    const ended = new Promise<void>((resolve) => {
       worker.onmessage = () => resolve();
       worker.onerror = (event) => {
         event.preventDefault();
         resolve();
       };
-      // A runtime that never starts it (an embedding, a compiled binary
-      // that loads no data: module) must not hold a start or a shutdown.
-      timer = setTimeout(resolve, WORKER_WAIT_MS);
     });
-    clearTimeout(timer);
+    // A runtime that never starts it (an embedding, a compiled binary that
+    // loads no data: module) must not hold a start or a shutdown.
+    await settleWithin(ended, WORKER_WAIT_MS);
     worker.terminate();
   } catch {
     // No Worker here (an embedding without them): only the collection runs.

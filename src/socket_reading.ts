@@ -127,18 +127,24 @@ function onLentRead(this: ReadingSocket, length: number, buffer: Uint8Array) {
  * and learns the read's length from the view the layer takes of it.
  */
 function onEncryptedRead(this: StreamHandle, buffer?: unknown) {
-  let length = 0;
-  const view = buffer ?? {
-    subarray(start: number, end: number) {
-      length = end;
-      return sharedEncryptedBuffer.subarray(start, end);
-    },
-  };
-  const result = this[DELIVER_ENCRYPTED]!.call(this, view);
+  encryptedLength = 0;
+  const result = this[DELIVER_ENCRYPTED]!.call(this, buffer ?? encryptedView);
   const socket = this[TLS_ABOVE];
-  if (length === SHARED_READ_BYTES && socket !== undefined) passGate(socket);
+  if (encryptedLength === SHARED_READ_BYTES && socket !== undefined) {
+    passGate(socket);
+  }
   return result;
 }
+
+/** The length of the encrypted read being delivered, as the TLS layer takes it. */
+let encryptedLength = 0;
+/** What the TLS layer reads an encrypted read through (one for every read). */
+const encryptedView = {
+  subarray(start: number, end: number): Uint8Array {
+    encryptedLength = end;
+    return sharedEncryptedBuffer.subarray(start, end);
+  },
+};
 
 /** The `'data'` listener of every other stream (a chunk it owns). */
 function onOwnedChunk(this: ReadingSocket, chunk: Uint8Array) {
