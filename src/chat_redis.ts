@@ -88,6 +88,11 @@ function keyPrefix(options: RedisChatRoomOptions): string {
   return `lineserver:chat:${options.room ?? "lobby"}:`;
 }
 
+/** The room's pub/sub channel. */
+function channelOf(options: RedisChatRoomOptions): string {
+  return `${keyPrefix(options)}events`;
+}
+
 /**
  * A {@linkcode ChatRoom} shared by every instance on the same Redis and room
  * name. Give each server its own (`createChatProtocol({ room })`), and
@@ -130,17 +135,21 @@ export class RedisChatRoom implements ChatRoom {
   /** Orders the room's joins, renames and leaves, also across a rejoin. */
   readonly #sequence = new EventSequence();
 
-  private constructor(link: RedisLink, options: RedisChatRoomOptions) {
+  private constructor(
+    link: RedisLink,
+    options: RedisChatRoomOptions,
+    timing: { heartbeatMs: number; ttlMs: number },
+  ) {
     const prefix = keyPrefix(options);
     this.#link = link;
     this.#keys = ["names", "instances", "guests", "epoch", "history", "serial"]
       .map((key) => prefix + key);
-    this.#channel = `${prefix}events`;
+    this.#channel = channelOf(options);
     // A lost publish is a lost line: delivery is at most once.
     this.#outbox = new Outbox(this.#id, (text) => {
       this.#link.command(["PUBLISH", this.#channel, text]).catch(() => {});
     });
-    this.#ttlMs = options.instanceTtlMs ?? 8000;
+    this.#ttlMs = timing.ttlMs;
     this.#logger = options.logger ?? getLogger(["lineserver", "chat"]);
     link.listen({
       onMessage: (text) => this.#hear(text),
@@ -148,10 +157,7 @@ export class RedisChatRoom implements ChatRoom {
       // A failed rejoin is tried again at the next heartbeat.
       onBack: () => void this.#rejoin().catch(() => {}),
     });
-    this.#timer = setInterval(
-      () => this.#tick(),
-      options.heartbeatMs ?? 2000,
-    );
+    this.#timer = setInterval(() => this.#tick(), timing.heartbeatMs);
   }
 
   /**
@@ -160,9 +166,8 @@ export class RedisChatRoom implements ChatRoom {
    */
   static async connect(options: RedisChatRoomOptions): Promise<RedisChatRoom> {
     const heartbeatMs = options.heartbeatMs ?? 2000;
-    if (
-      !(heartbeatMs > 0 && (options.instanceTtlMs ?? 8000) > 2 * heartbeatMs)
-    ) {
+    const ttlMs = options.instanceTtlMs ?? 8000;
+    if (!(heartbeatMs > 0 && ttlMs > 2 * heartbeatMs)) {
       throw new RangeError(
         "Cannot use heartbeatMs and instanceTtlMs: expected 0 < 2 * heartbeatMs < instanceTtlMs",
       );
@@ -170,13 +175,13 @@ export class RedisChatRoom implements ChatRoom {
     const where = redisWhere(options.url);
     let link: RedisLink;
     try {
-      link = await RedisLink.open(options.url, `${keyPrefix(options)}events`);
+      link = await RedisLink.open(options.url, channelOf(options));
     } catch (error) {
       throw new Error(
         `Cannot connect to Redis at ${where}: ${firstLine(error)}`,
       );
     }
-    const room = new RedisChatRoom(link, options);
+    const room = new RedisChatRoom(link, options, { heartbeatMs, ttlMs });
     try {
       await room.#rejoin();
       if (!room.#available) throw new Error("no answer");

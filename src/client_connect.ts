@@ -9,6 +9,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { formatAddr } from "./transport.ts";
+import { pause } from "./deadline.ts";
 import { connectError, LineClientError } from "./client_error.ts";
 
 /** How to speak TLS to the server. */
@@ -58,7 +59,7 @@ export interface SocketOptions {
  * Connects once. Resolves with the socket connected (and its TLS handshake
  * done), paused, with Nagle's algorithm off: a request line leaves at once.
  */
-export function openSocket(options: SocketOptions): Promise<net.Socket> {
+function openSocket(options: SocketOptions): Promise<net.Socket> {
   const where = formatAddr(options);
   const secure = options.tls;
   return new Promise((resolve, reject) => {
@@ -175,8 +176,6 @@ export async function connectSocket(
         (error instanceof LineClientError && error.code === "tls");
       if (final) throw error;
     }
-    await new Promise((resolve) =>
-      setTimeout(resolve, backoffDelay(attempt, retry))
-    );
+    await pause(backoffDelay(attempt, retry));
   }
 }

@@ -6,6 +6,7 @@
  */
 import type { FramingOptions } from "./framing.ts";
 import { FrameDecoder } from "./frame_decoder.ts";
+import { checkDuration } from "./deadline.ts";
 import type { ClientTlsOptions, RetryOptions } from "./client_connect.ts";
 
 /** Options of {@linkcode LineClient.connect}. */
@@ -53,21 +54,11 @@ export interface ReadOptions {
 export interface ClientSettings {
   hostname: string;
   port: number;
+  /** The connection's framer (made here, which checks the framing before connecting). */
+  decoder: FrameDecoder;
   connectTimeoutMs: number;
   readTimeoutMs: number;
   keepAliveMs: number;
-}
-
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Checks a duration in milliseconds: 0 to what a timer can wait. */
-export function checkDuration(name: string, value: number): number {
-  if (!(value >= 0 && value <= MAX_TIMER_MS)) {
-    throw new RangeError(
-      `Cannot use ${name}: expected milliseconds from 0 to ${MAX_TIMER_MS}, received ${value}`,
-    );
-  }
-  return value;
 }
 
 /**
@@ -91,10 +82,10 @@ export function settleClientOptions(
   if (!Number.isSafeInteger(port) || port < 1 || port > 65535) {
     throw new RangeError(`Cannot connect to port ${port}: expected 1 to 65535`);
   }
-  new FrameDecoder(options); // checks the framing before connecting
   return {
     hostname: options.hostname ?? "127.0.0.1",
     port,
+    decoder: new FrameDecoder(options),
     connectTimeoutMs: checkDuration(
       "connectTimeoutMs",
       options.connectTimeoutMs ?? 10_000,

@@ -43,3 +43,21 @@ export function settleWithin(
 export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
   await settleWithin(new Promise(() => {}), ms, signal);
 }
+
+/**
+ * Checks a duration in milliseconds given as option `name`: from `min` to
+ * the longest a timer can wait (`why` ends the range's wording).
+ */
+export function checkDuration(
+  name: string,
+  value: number,
+  min = 0,
+  why = "",
+): number {
+  if (!(value >= min && value <= 2 ** 31 - 1)) {
+    throw new RangeError(
+      `Cannot use ${name}: expected milliseconds from ${min} to 2147483647${why}, received ${value}`,
+    );
+  }
+  return value;
+}

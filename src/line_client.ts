@@ -19,7 +19,7 @@ import {
   type FramingOptions,
   LINE_TOO_LONG,
 } from "./framing.ts";
-import { FrameDecoder } from "./frame_decoder.ts";
+import type { FrameDecoder } from "./frame_decoder.ts";
 import { formatAddr } from "./transport.ts";
 import { connectionError, LineClientError } from "./client_error.ts";
 import { connectSocket } from "./client_connect.ts";
@@ -27,11 +27,12 @@ import { ClientOutput } from "./client_output.ts";
 import { ReadDeadline } from "./read_deadline.ts";
 import { type Reader, ReadQueue } from "./read_queue.ts";
 import {
-  checkDuration,
+  type ClientSettings,
   type LineClientOptions,
   type ReadOptions,
   settleClientOptions,
 } from "./client_options.ts";
+import { checkDuration } from "./deadline.ts";
 
 export type { LineClientOptions, ReadOptions };
 
@@ -105,17 +106,18 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   readonly #output: ClientOutput;
   readonly #closed = Promise.withResolvers<void>();
 
-  private constructor(socket: net.Socket, options: LineClientOptions) {
+  private constructor(
+    socket: net.Socket,
+    options: LineClientOptions,
+    settings: ClientSettings,
+  ) {
     this.#socket = socket;
     this.#options = options;
-    this.address = formatAddr({
-      hostname: options.hostname ?? "127.0.0.1",
-      port: options.port,
-    });
-    this.#decoder = new FrameDecoder(options);
+    this.address = formatAddr(settings);
+    this.#decoder = settings.decoder;
     this.maxFrameBytes = this.#decoder.maxFrameBytes;
     this.#encoder = makeEncoder(options);
-    this.#deadline = new ReadDeadline(options.readTimeoutMs ?? 0, {
+    this.#deadline = new ReadDeadline(settings.readTimeoutMs, {
       waiting: () => this.#readers.length > 0 && this.#ending === undefined,
       expired: (ms) =>
         this.#stop(
@@ -151,7 +153,7 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
       connectTimeoutMs: settings.connectTimeoutMs,
       keepAliveMs: settings.keepAliveMs,
     }, options.retry);
-    const client = new LineClient(socket, options);
+    const client = new LineClient(socket, options, settings);
     if (options.greeting) {
       try {
         client.greeting = await client.readLine({
@@ -418,10 +420,7 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
   #onEnd() {
     this.#eof = true;
     // The socket ends its own side too, once the server has ended.
-    this.#output.error ??= new LineClientError(
-      "closed",
-      `Connection closed by ${this.address}`,
-    );
+    this.#output.error ??= this.#closedError();
     this.#deliver();
   }
 
@@ -431,12 +430,7 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
    * `partial` when it is text.
    */
   #endOfStream(): LineClientError {
-    if (!this.#decoder.inFrame) {
-      return new LineClientError(
-        "closed",
-        `Connection closed by ${this.address}`,
-      );
-    }
+    if (!this.#decoder.inFrame) return this.#closedError();
     this.#endedMidFrame = true;
     this.#decoder.end();
     const rest = this.#decoder.next();
@@ -448,6 +442,13 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
     return error;
   }
 
+  #closedError(): LineClientError {
+    return new LineClientError(
+      "closed",
+      `Connection closed by ${this.address}`,
+    );
+  }
+
   #onError(error: Error) {
     this.#ending ??= connectionError(error, this.address);
     this.#output.fail(this.#ending);
@@ -456,12 +457,8 @@ export class LineClient implements AsyncIterable<string>, AsyncDisposable {
 
   #onClose() {
     this.#deadline.stop();
-    const closed = new LineClientError(
-      "closed",
-      `Connection closed by ${this.address}`,
-    );
-    if (!this.#eof) this.#ending ??= closed;
-    this.#output.fail(this.#ending ?? closed);
+    if (!this.#eof) this.#ending ??= this.#closedError();
+    this.#output.fail(this.#ending ?? this.#closedError());
     this.#deliver();
     this.#closed.resolve();
   }

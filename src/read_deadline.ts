@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { checkDuration } from "./client_options.ts";
+import { checkDuration } from "./deadline.ts";
 
 /** What the deadline asks of the connection that owns it. */
 export interface DeadlineOwner {

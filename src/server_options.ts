@@ -12,6 +12,7 @@ import { createTlsContext, type TlsContext } from "./tls.ts";
 import { checkMaxFrameBytes, FrameEncoder } from "./framing.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { AddressRanges } from "./address_ranges.ts";
+import { checkDuration } from "./deadline.ts";
 
 /** Options of {@linkcode startServer}; every field has the CLI's default. */
 export interface ServerOptions {
@@ -101,14 +102,6 @@ export function settle(options: ServerOptions): Settings {
     }
     return value;
   };
-  const duration = (name: string, value: number, min = 0, why = "") => {
-    if (!(value >= min && value <= 2 ** 31 - 1)) {
-      throw new RangeError(
-        `Cannot use ${name}: expected milliseconds from ${min} to 2147483647${why}, received ${value}`,
-      );
-    }
-    return value;
-  };
   const settings: Settings = {
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? 8080,
@@ -124,9 +117,15 @@ export function settle(options: ServerOptions): Settings {
       options.maxConnectionsPerIp ?? 0,
       0,
     ),
-    idleTimeoutMs: duration("idleTimeoutMs", options.idleTimeoutMs ?? 300_000),
-    lineTimeoutMs: duration("lineTimeoutMs", options.lineTimeoutMs ?? 60_000),
-    shutdownTimeoutMs: duration(
+    idleTimeoutMs: checkDuration(
+      "idleTimeoutMs",
+      options.idleTimeoutMs ?? 300_000,
+    ),
+    lineTimeoutMs: checkDuration(
+      "lineTimeoutMs",
+      options.lineTimeoutMs ?? 60_000,
+    ),
+    shutdownTimeoutMs: checkDuration(
       "shutdownTimeoutMs",
       options.shutdownTimeoutMs ?? 2000,
       1,
@@ -136,7 +135,7 @@ export function settle(options: ServerOptions): Settings {
     proxyProtocolFrom: options.proxyProtocolFrom === undefined
       ? undefined
       : AddressRanges.parse(options.proxyProtocolFrom),
-    replyTimeoutMs: duration(
+    replyTimeoutMs: checkDuration(
       "replyTimeoutMs",
       options.replyTimeoutMs ?? 30_000,
     ),
