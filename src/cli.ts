@@ -5,7 +5,6 @@
  * @module
  */
 import { isIP } from "node:net";
-import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./logging.ts";
 import { PROTOCOL_NAMES, type ProtocolName } from "./protocol_names.ts";
@@ -13,14 +12,20 @@ import type { WorkerServerOptions } from "./cluster.ts";
 import type { SharedChatSettings } from "./served_protocol.ts";
 import { AddressRanges } from "./address_ranges.ts";
 import denoConfig from "../deno.json" with { type: "json" };
+import {
+  catchUsageError,
+  invalidValue,
+  MAX_TIMEOUT_SECONDS,
+  readArgs,
+  secondsToMs,
+  UsageError,
+  type UsageErrorRequest,
+} from "./cli_args.ts";
 
 export { PROTOCOL_NAMES, type ProtocolName };
 
 /** The version printed by `--version`. */
 export const VERSION: string = denoConfig.version;
-
-/** Longest timeout accepted, in seconds: timers cannot wait longer than 2^31-1 ms. */
-const MAX_TIMEOUT_SECONDS = 2_147_483;
 
 /** Settings of a server run, validated. */
 export interface CliOptions {
@@ -67,7 +72,7 @@ export type CliRequest =
   | { kind: "run"; options: CliOptions }
   | { kind: "help" }
   | { kind: "version" }
-  | { kind: "error"; message: string };
+  | UsageErrorRequest;
 
 /** `--protocol calc|echo|chat`, padded to the column of the descriptions. */
 const PROTOCOL_OPTION = `--protocol ${PROTOCOL_NAMES.join("|")}`.padEnd(25);
@@ -134,18 +139,6 @@ Signals: SIGINT or SIGTERM drains gracefully; a second one stops at once
 twice (Ctrl-C under deno task reaches the server twice), not a second one.
 `;
 
-const HINT = "run with --help for usage";
-
-class UsageError extends Error {}
-
-function fail(option: string, expected: string, received: string): never {
-  throw new UsageError(
-    `Invalid value for --${option}: expected ${expected}, received ${
-      JSON.stringify(received)
-    }`,
-  );
-}
-
 /** What an option's value may be, said in every error about it, and its parser. */
 interface ValueSpec<T> {
   readonly expected: string;
@@ -174,10 +167,8 @@ function secondsSpec(zero: "never" | "refused"): ValueSpec<number> {
   return {
     expected: range,
     parse(text) {
-      const value = /^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
-      if (!(value >= 0 && value <= MAX_TIMEOUT_SECONDS)) return undefined;
-      if (value === 0) return zero === "never" ? 0 : undefined;
-      return Math.max(1, Math.round(value * 1000));
+      const ms = secondsToMs(text);
+      return ms === 0 && zero === "refused" ? undefined : ms;
     },
   };
 }
@@ -281,72 +272,6 @@ type ValueOption = keyof typeof VALUE_OPTIONS;
 /** Every option that is a flag, without a value. */
 const FLAGS = ["proxy-protocol", "help", "version"] as const;
 
-/** What parseArgs needs to know: which options take the next argument. */
-const PARSE_OPTIONS = Object.fromEntries([
-  ...Object.keys(VALUE_OPTIONS).map((name) => [name, { type: "string" }]),
-  ...FLAGS.map((name) => [name, { type: "boolean" }]),
-]) as Record<string, { type: "string" | "boolean" }>;
-
-/**
- * The options given, each once, by name: the text of a value option, `true`
- * for a flag. parseArgs (not strict) splits the arguments into tokens, and
- * each is checked here, so that every problem is said the same way: an
- * option's value, even one that looks like an option (`--port -1`,
- * `--port --host`), reaches the option's own check.
- */
-function readArgs(args: string[]): Map<string, string | true> {
-  const { tokens } = parseArgs({
-    args,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-    options: PARSE_OPTIONS,
-  });
-  const given = new Map<string, string | true>();
-  for (const token of tokens) {
-    if (token.kind === "positional") {
-      throw new UsageError(`Unexpected argument: ${token.value}`);
-    }
-    if (token.kind === "option-terminator") continue;
-    const { name, rawName, value } = token;
-    const spec: ValueSpec<unknown> | undefined =
-      VALUE_OPTIONS[name as ValueOption];
-    const flag = (FLAGS as readonly string[]).includes(name);
-    if (spec === undefined && !flag) {
-      throw new UsageError(`Unknown option: ${rawName}`);
-    }
-    if (flag && value !== undefined) {
-      fail(name, "no value (it is a flag)", value);
-    }
-    if (spec !== undefined) {
-      // `--port --host x`: the value is missing, not "--host".
-      const missing = value === undefined ||
-        (!token.inlineValue && value.startsWith("--"));
-      if (missing) {
-        throw new UsageError(
-          `Invalid value for --${name}: expected ${spec.expected}, received ${
-            value === undefined ? "nothing" : `the option ${value}`
-          }`,
-        );
-      }
-    }
-    const earlier = given.get(name);
-    if (earlier !== undefined) {
-      throw new UsageError(
-        `Option --${name} is given twice${
-          earlier === true
-            ? ""
-            : `: received ${JSON.stringify(earlier)} and ${
-              JSON.stringify(value)
-            }`
-        }; give it once`,
-      );
-    }
-    given.set(name, value ?? true);
-  }
-  return given;
-}
-
 /**
  * Parses and validates `args`. A leading `--` is skipped: `deno task start --
  * --version` passes it on.
@@ -362,88 +287,93 @@ function readArgs(args: string[]): Map<string, string | true> {
  * ```
  */
 export function parseCli(args: string[]): CliRequest {
-  try {
-    const given = readArgs(args[0] === "--" ? args.slice(1) : args);
-    if (given.has("help")) return { kind: "help" };
-    if (given.has("version")) return { kind: "version" };
-    const value = <K extends ValueOption>(
-      name: K,
-      fallback: string,
-    ): NonNullable<ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>> => {
-      const text = given.get(name);
-      const spec: ValueSpec<unknown> = VALUE_OPTIONS[name];
-      const parsed = spec.parse(typeof text === "string" ? text : fallback);
-      if (parsed === undefined) {
-        fail(name, spec.expected, typeof text === "string" ? text : fallback);
-      }
-      return parsed as NonNullable<
-        ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>
-      >;
-    };
-    const optional = <
-      K extends
-        | "tls-cert"
-        | "tls-key"
-        | "admin-port"
-        | "proxy-protocol-from"
-        | "chat-redis"
-        | "chat-room",
-    >(
-      name: K,
-    ) => given.has(name) ? value(name, "") : undefined;
-    const tlsCert = optional("tls-cert");
-    const tlsKey = optional("tls-key");
-    if ((tlsCert === undefined) !== (tlsKey === undefined)) {
-      const [missing, present] = tlsCert === undefined
-        ? ["tls-cert", "tls-key"]
-        : ["tls-key", "tls-cert"];
-      throw new UsageError(
-        `Option --${missing} is required with --${present}`,
+  return catchUsageError(() => parseRun(args));
+}
+
+function parseRun(args: string[]): CliRequest {
+  const { given } = readArgs(args, {
+    values: VALUE_OPTIONS,
+    flags: FLAGS,
+    positionals: false,
+  });
+  if (given.has("help")) return { kind: "help" };
+  if (given.has("version")) return { kind: "version" };
+  const value = <K extends ValueOption>(
+    name: K,
+    fallback: string,
+  ): NonNullable<ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>> => {
+    const text = given.get(name);
+    const spec: ValueSpec<unknown> = VALUE_OPTIONS[name];
+    const parsed = spec.parse(typeof text === "string" ? text : fallback);
+    if (parsed === undefined) {
+      invalidValue(
+        name,
+        spec.expected,
+        typeof text === "string" ? text : fallback,
       );
     }
-    const proxyProtocolFrom = optional("proxy-protocol-from");
-    if (proxyProtocolFrom !== undefined && !given.has("proxy-protocol")) {
-      throw new UsageError(
-        "Option --proxy-protocol-from needs --proxy-protocol",
-      );
-    }
-    const chatRedis = optional("chat-redis");
-    const protocol = value("protocol", PROTOCOL_NAMES[0]);
-    if (chatRedis !== undefined && protocol !== "chat") {
-      throw new UsageError("Option --chat-redis needs --protocol chat");
-    }
-    if (given.has("chat-room") && chatRedis === undefined) {
-      throw new UsageError("Option --chat-room needs --chat-redis");
-    }
-    const options: CliOptions = {
-      host: value("host", "127.0.0.1"),
-      port: value("port", "8080"),
-      protocol,
-      maxLineBytes: value("max-line-bytes", "65536"),
-      maxConnections: value("max-connections", "10000"),
-      idleTimeoutMs: value("idle-timeout", "300"),
-      lineTimeoutMs: value("line-timeout", "60"),
-      shutdownTimeoutMs: value("shutdown-timeout", "2"),
-      maxConnectionsPerIp: value("max-connections-per-ip", "0"),
-      proxyProtocol: given.has("proxy-protocol"),
-      logLevel: value("log-level", "info"),
-      logFormat: value("log-format", "text"),
-      workers: value("workers", "1"),
-      tlsCert,
-      tlsKey,
-      adminPort: optional("admin-port"),
-      proxyProtocolFrom,
-      chat: chatRedis === undefined
-        ? undefined
-        : { url: chatRedis, room: optional("chat-room") ?? "lobby" },
-    };
-    return { kind: "run", options };
-  } catch (error) {
-    if (error instanceof UsageError) {
-      return { kind: "error", message: `${error.message}; ${HINT}` };
-    }
-    throw error;
+    return parsed as NonNullable<
+      ReturnType<(typeof VALUE_OPTIONS)[K]["parse"]>
+    >;
+  };
+  const optional = <
+    K extends
+      | "tls-cert"
+      | "tls-key"
+      | "admin-port"
+      | "proxy-protocol-from"
+      | "chat-redis"
+      | "chat-room",
+  >(
+    name: K,
+  ) => given.has(name) ? value(name, "") : undefined;
+  const tlsCert = optional("tls-cert");
+  const tlsKey = optional("tls-key");
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    const [missing, present] = tlsCert === undefined
+      ? ["tls-cert", "tls-key"]
+      : ["tls-key", "tls-cert"];
+    throw new UsageError(
+      `Option --${missing} is required with --${present}`,
+    );
   }
+  const proxyProtocolFrom = optional("proxy-protocol-from");
+  if (proxyProtocolFrom !== undefined && !given.has("proxy-protocol")) {
+    throw new UsageError(
+      "Option --proxy-protocol-from needs --proxy-protocol",
+    );
+  }
+  const chatRedis = optional("chat-redis");
+  const protocol = value("protocol", PROTOCOL_NAMES[0]);
+  if (chatRedis !== undefined && protocol !== "chat") {
+    throw new UsageError("Option --chat-redis needs --protocol chat");
+  }
+  if (given.has("chat-room") && chatRedis === undefined) {
+    throw new UsageError("Option --chat-room needs --chat-redis");
+  }
+  const options: CliOptions = {
+    host: value("host", "127.0.0.1"),
+    port: value("port", "8080"),
+    protocol,
+    maxLineBytes: value("max-line-bytes", "65536"),
+    maxConnections: value("max-connections", "10000"),
+    idleTimeoutMs: value("idle-timeout", "300"),
+    lineTimeoutMs: value("line-timeout", "60"),
+    shutdownTimeoutMs: value("shutdown-timeout", "2"),
+    maxConnectionsPerIp: value("max-connections-per-ip", "0"),
+    proxyProtocol: given.has("proxy-protocol"),
+    logLevel: value("log-level", "info"),
+    logFormat: value("log-format", "text"),
+    workers: value("workers", "1"),
+    tlsCert,
+    tlsKey,
+    adminPort: optional("admin-port"),
+    proxyProtocolFrom,
+    chat: chatRedis === undefined
+      ? undefined
+      : { url: chatRedis, room: optional("chat-room") ?? "lobby" },
+  };
+  return { kind: "run", options };
 }
 
 /**

@@ -5,7 +5,15 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import {
+  type ArgSpecs,
+  catchUsageError,
+  MAX_TIMEOUT_SECONDS,
+  readArgs,
+  secondsToMs,
+  UsageError,
+  type UsageErrorRequest,
+} from "./cli_args.ts";
 import { VERSION } from "./cli.ts";
 
 export { VERSION };
@@ -32,7 +40,7 @@ export type ClientCliRequest =
   | { kind: "run"; options: ClientCliOptions }
   | { kind: "help" }
   | { kind: "version" }
-  | { kind: "error"; message: string };
+  | UsageErrorRequest;
 
 /** The `--help` text. */
 export const CLIENT_USAGE =
@@ -64,16 +72,9 @@ Exit codes: 0 the server closed; 1 it could not be reached, reset the
 connection or stayed silent past --timeout; 2 bad options; 130 Ctrl-C.
 `;
 
-const HINT = "run with --help for usage";
-/** Longest timeout accepted, in seconds: timers cannot wait longer than 2^31-1 ms. */
-const MAX_TIMEOUT_SECONDS = 2_147_483;
-
-class UsageError extends Error {}
-
 function seconds(option: string, text: string, min: number): number {
-  const value = /^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
-  const ms = value > 0 ? Math.max(1, Math.round(value * 1000)) : 0;
-  if (!(value <= MAX_TIMEOUT_SECONDS && ms >= min)) {
+  const ms = secondsToMs(text);
+  if (ms === undefined || ms < min) {
     throw new UsageError(
       `Invalid value for --${option}: expected a number of seconds from ${
         min === 0 ? 0 : 0.001
@@ -97,66 +98,19 @@ function address(text: string): { hostname: string; port: number } {
   return { hostname: match[1] ?? match[2], port };
 }
 
-/** The options that take a value, and those that are flags. */
-const VALUE_OPTIONS = ["timeout", "connect-timeout", "ca"] as const;
-const FLAGS = ["tls", "insecure", "help", "version"] as const;
-
 /**
- * The options given, each once (a flag as `true`), and the positional
- * arguments. parseArgs (not strict) only splits the arguments; every problem
- * is said here, the way `server.ts` says it: an option's value, even one
- * that looks like an option (`--timeout -1`), reaches the option's check.
+ * The options: those that take a value (a missing one is said as such;
+ * each value's own check follows), and the flags.
  */
-function readArgs(
-  args: string[],
-): { given: Map<string, string | true>; positionals: string[] } {
-  const { tokens } = parseArgs({
-    args,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-    options: Object.fromEntries([
-      ...VALUE_OPTIONS.map((name) => [name, { type: "string" }]),
-      ...FLAGS.map((name) => [name, { type: "boolean" }]),
-    ]) as Record<string, { type: "string" | "boolean" }>,
-  });
-  const given = new Map<string, string | true>();
-  const positionals: string[] = [];
-  for (const token of tokens) {
-    if (token.kind === "positional") {
-      positionals.push(token.value);
-      continue;
-    }
-    if (token.kind === "option-terminator") continue;
-    const { name, rawName, value } = token;
-    const takesValue = (VALUE_OPTIONS as readonly string[]).includes(name);
-    if (!takesValue && !(FLAGS as readonly string[]).includes(name)) {
-      throw new UsageError(`Unknown option: ${rawName}`);
-    }
-    if (!takesValue && value !== undefined) {
-      throw new UsageError(
-        `Invalid value for --${name}: expected no value (it is a flag), received ${
-          JSON.stringify(value)
-        }`,
-      );
-    }
-    if (
-      takesValue &&
-      (value === undefined || (!token.inlineValue && value.startsWith("--")))
-    ) {
-      throw new UsageError(
-        `Invalid value for --${name}: expected a value, received ${
-          value === undefined ? "nothing" : `the option ${value}`
-        }`,
-      );
-    }
-    if (given.has(name)) {
-      throw new UsageError(`Option --${name} is given twice; give it once`);
-    }
-    given.set(name, value ?? true);
-  }
-  return { given, positionals };
-}
+const ARGS: ArgSpecs = {
+  values: {
+    timeout: { expected: "a value" },
+    "connect-timeout": { expected: "a value" },
+    ca: { expected: "a value" },
+  },
+  flags: ["tls", "insecure", "help", "version"],
+  positionals: true,
+};
 
 /**
  * Parses and validates `args`.
@@ -172,52 +126,47 @@ function readArgs(
  * ```
  */
 export function parseClientCli(args: string[]): ClientCliRequest {
-  try {
-    const { given, positionals } = readArgs(
-      args[0] === "--" ? args.slice(1) : args,
+  return catchUsageError(() => parseRun(args));
+}
+
+function parseRun(args: string[]): ClientCliRequest {
+  const { given, positionals } = readArgs(args, ARGS);
+  if (given.has("help")) return { kind: "help" };
+  if (given.has("version")) return { kind: "version" };
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      positionals.length === 0
+        ? "Missing the server's address: HOST:PORT"
+        : `Unexpected argument: ${positionals[1]}`,
     );
-    if (given.has("help")) return { kind: "help" };
-    if (given.has("version")) return { kind: "version" };
-    if (positionals.length !== 1) {
-      throw new UsageError(
-        positionals.length === 0
-          ? "Missing the server's address: HOST:PORT"
-          : `Unexpected argument: ${positionals[1]}`,
-      );
-    }
-    const tls = given.has("tls");
-    for (const option of ["ca", "insecure"]) {
-      if (given.has(option) && !tls) {
-        throw new UsageError(`Option --${option} needs --tls`);
-      }
-    }
-    if (given.has("ca") && given.has("insecure")) {
-      throw new UsageError("Option --ca cannot be combined with --insecure");
-    }
-    const text = (name: string, fallback: string) => {
-      const value = given.get(name);
-      return typeof value === "string" ? value : fallback;
-    };
-    const ca = given.get("ca");
-    return {
-      kind: "run",
-      options: {
-        ...address(positionals[0]),
-        tls,
-        caFile: typeof ca === "string" ? ca : undefined,
-        insecure: given.has("insecure"),
-        timeoutMs: seconds("timeout", text("timeout", "0"), 0),
-        connectTimeoutMs: seconds(
-          "connect-timeout",
-          text("connect-timeout", "10"),
-          1,
-        ),
-      },
-    };
-  } catch (error) {
-    if (error instanceof UsageError) {
-      return { kind: "error", message: `${error.message}; ${HINT}` };
-    }
-    throw error;
   }
+  const tls = given.has("tls");
+  for (const option of ["ca", "insecure"]) {
+    if (given.has(option) && !tls) {
+      throw new UsageError(`Option --${option} needs --tls`);
+    }
+  }
+  if (given.has("ca") && given.has("insecure")) {
+    throw new UsageError("Option --ca cannot be combined with --insecure");
+  }
+  const text = (name: string, fallback: string) => {
+    const value = given.get(name);
+    return typeof value === "string" ? value : fallback;
+  };
+  const ca = given.get("ca");
+  return {
+    kind: "run",
+    options: {
+      ...address(positionals[0]),
+      tls,
+      caFile: typeof ca === "string" ? ca : undefined,
+      insecure: given.has("insecure"),
+      timeoutMs: seconds("timeout", text("timeout", "0"), 0),
+      connectTimeoutMs: seconds(
+        "connect-timeout",
+        text("connect-timeout", "10"),
+        1,
+      ),
+    },
+  };
 }
