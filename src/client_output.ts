@@ -6,6 +6,7 @@
  * @module
  */
 import type net from "node:net";
+import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
 import type { LineClientError } from "./client_error.ts";
 
@@ -130,14 +131,7 @@ function joinParts(parts: (string | Uint8Array)[]): Uint8Array {
   if (parts.every((part) => typeof part === "string")) {
     return utf8.encode(parts.join(""));
   }
-  const chunks = parts.map((part) =>
-    typeof part === "string" ? utf8.encode(part) : part
+  return Buffer.concat(
+    parts.map((part) => typeof part === "string" ? utf8.encode(part) : part),
   );
-  const joined = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    joined.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return joined;
 }

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 
 /**
  * Writes some of `bytes` and says how many, as `Deno.stderr.write` does.
@@ -138,7 +139,7 @@ export class NonBlockingWriter {
     while (this.#queue.length > 0) {
       const lines = this.#queue;
       this.#queue = [];
-      const batch = lines.length === 1 ? lines[0] : concat(lines);
+      const batch = lines.length === 1 ? lines[0] : Buffer.concat(lines);
       let offset = 0;
       while (offset < batch.length) {
         let written: number;
@@ -169,18 +170,6 @@ export class NonBlockingWriter {
     this.#queue.push(notice);
     this.#heldBytes += notice.length;
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const joined = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    joined.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return joined;
 }
 
 /** Lines begun in `bytes` (the last may lack its line feed: it was cut by a partial write). */
