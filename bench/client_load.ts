@@ -23,7 +23,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { LineClient } from "../mod.ts";
-import { calculatorPool } from "./traffic.ts";
+import { calculatorLines } from "./traffic.ts";
 import {
   acknowledgement,
   message,
@@ -47,10 +47,7 @@ const port = Number(values.port);
 const warmupMs = Number(values.warmup) * 1000;
 const durationMs = Number(values.duration) * 1000;
 
-const pool = calculatorPool().map(({ request, reply }) => ({
-  line: request.slice(0, -2),
-  reply: reply.slice(0, -2),
-}));
+const pool = calculatorLines();
 
 function cpuMs(): number {
   const { user, system } = process.cpuUsage();

@@ -18,7 +18,7 @@ import {
   stopServer,
 } from "./servers.ts";
 import type { Settings } from "./scenarios.ts";
-import { calculatorPool } from "./traffic.ts";
+import { calculatorLines } from "./traffic.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 /** Requests in flight in the pipelined rows. */
@@ -78,10 +78,7 @@ async function runClient(
     stderr: "piped",
   }).spawn();
   // The Node client reads the request lines and replies from stdin.
-  const pool = calculatorPool().map(({ request, reply }) => ({
-    line: request.slice(0, -2),
-    reply: reply.slice(0, -2),
-  }));
+  const pool = calculatorLines();
   const writer = child.stdin.getWriter();
   await writer.write(new TextEncoder().encode(JSON.stringify(pool)));
   await writer.close();

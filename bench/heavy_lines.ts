@@ -23,6 +23,7 @@ import { pause } from "../src/deadline.ts";
 import {
   allowedCpus,
   cpuSample,
+  cpuShares,
   nproc,
   placeProcesses,
   processTree,
@@ -30,23 +31,21 @@ import {
   readClockTicks,
   readProcFiles,
   SERVER_CPU,
-  ticksPerSecond,
 } from "./machine.ts";
 import {
   markFailed,
   type Outcome,
   outcome,
+  outcomeFailures,
   type Settings,
+  start,
 } from "./scenarios.ts";
 import {
   assertStillRunning,
   cleanUp,
-  type ServerChild,
   type ServerKind,
   SERVERS,
-  startServer,
   stopServer,
-  whyNot,
 } from "./servers.ts";
 import {
   Bystander,
@@ -132,18 +131,16 @@ export async function runHeavyRow(
     loadAverage: NaN,
   };
   progress(`${row.id}: ${row.load} lines beside a bystander (${result.label})`);
-  const reason = await whyNot(row.server);
-  if (reason !== undefined) {
-    progress(`${row.id}: skipped: ${result.skipped = reason}`);
-    return result;
-  }
+  const started = await start(
+    { kind: row.server, cpus: SERVER_CPU },
+    result,
+    settings,
+  );
+  if (started === undefined) return result;
+  const server = started.child;
   let heavy: HeavyClients | undefined;
   let bystander: Bystander | undefined;
-  let server: ServerChild | undefined;
   try {
-    server =
-      (await startServer({ kind: row.server, cpus: SERVER_CPU }, settings.calc))
-        .child;
     const tree = await processTree(server.pid);
     progress(
       `${row.id}: server pid ${server.pid} on CPUs ${await allowedCpus(
@@ -173,15 +170,10 @@ export async function runHeavyRow(
     result.measuredS = (end.at - start.at) / 1000;
     result.heavyLinesPerS = counts.lines / result.measuredS;
     result.heavyMBps = counts.bytesOut / 1e6 / result.measuredS;
-    const cores = (ticks: number) => ticks / ticksPerSecond / result.measuredS;
-    result.serverCpu = cores(end.server - start.server);
-    result.clientCpu = cores(end.self - start.self);
-    const busy = (sample: typeof start) =>
-      sample.cores.reduce((total, core) => total + core.busy, 0);
-    result.otherCpu = Math.max(
-      0,
-      cores(busy(end) - busy(start)) - result.serverCpu - result.clientCpu,
-    );
+    const cpu = cpuShares(start, end, result.measuredS);
+    result.serverCpu = cpu.server;
+    result.clientCpu = cpu.self;
+    result.otherCpu = cpu.other;
     for (const problems of [counts, bystander.problems]) {
       result.errors += problems.errors;
       result.mismatches += problems.mismatches;
@@ -193,7 +185,7 @@ export async function runHeavyRow(
   } finally {
     heavy?.terminate();
     await bystander?.close();
-    if (server) result.serverExitCode = await stopServer(server);
+    result.serverExitCode = await stopServer(server);
   }
   if (result.bystander && !result.failed) {
     progress(`${row.id}: ${rowLine(result)}`);
@@ -222,11 +214,7 @@ function rowLine(r: HeavyLinesResult): string {
 
 /** The errors and mismatches that make the run a failure. */
 export function heavyLinesFailures(results: HeavyLinesResult[]): string[] {
-  return results.flatMap((r) => [
-    ...(r.failed ? [`${r.id}: ${r.failed}`] : []),
-    ...(r.errors ? [`${r.id}: ${r.errors} errors`] : []),
-    ...(r.mismatches ? [`${r.id}: ${r.mismatches} mismatches`] : []),
-  ]);
+  return results.flatMap(outcomeFailures);
 }
 
 /** The table and lineserver's verdicts, for the printed report. */

@@ -81,6 +81,35 @@ export async function cpuSample(tree: number[]) {
   return { at, server, self, cores: snapshot.cores, tcp: snapshot.tcp };
 }
 
+/**
+ * CPU used between two {@linkcode cpuSample}s `seconds` apart, in cores:
+ * the server's tree, this process, interrupts, and everything else (all
+ * cores' busy time but the server's and this process's).
+ */
+export function cpuShares(
+  start: CpuSample,
+  end: CpuSample,
+  seconds: number,
+): { server: number; self: number; interrupts: number; other: number } {
+  const cores = (ticks: number) => ticks / ticksPerSecond / seconds;
+  const sum = (sample: CpuSample, key: "busy" | "interrupts") =>
+    sample.cores.reduce((total, core) => total + core[key], 0);
+  const server = cores(end.server - start.server);
+  const self = cores(end.self - start.self);
+  return {
+    server,
+    self,
+    interrupts: cores(sum(end, "interrupts") - sum(start, "interrupts")),
+    other: Math.max(
+      0,
+      cores(sum(end, "busy") - sum(start, "busy")) - server - self,
+    ),
+  };
+}
+
+/** What {@linkcode cpuSample} reads. */
+export type CpuSample = Awaited<ReturnType<typeof cpuSample>>;
+
 /** Busy share of each core between two samples (1.0 = fully busy). */
 export function coreBusy(
   start: { cores: CpuSnapshot["cores"] },

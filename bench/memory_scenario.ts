@@ -88,6 +88,27 @@ export function restLimitKiB(beforeKiB: number): number {
 }
 
 /**
+ * Samples every second for `restS` seconds: the last sample (`initial` if
+ * none) and the first second at which `within` held (null: never).
+ */
+export async function watchRest<T>(
+  restS: number,
+  initial: T,
+  sample: () => Promise<T>,
+  within: (value: T) => boolean,
+): Promise<{ last: T; backInS: number | null }> {
+  let last = initial;
+  let backInS: number | null = null;
+  const restStart = performance.now();
+  for (let second = 1; second <= restS; second++) {
+    await pause(restStart + second * 1000 - performance.now());
+    last = await sample();
+    if (within(last)) backInS ??= second;
+  }
+  return { last, backInS };
+}
+
+/**
  * One streamer: reads the welcome, streams `bytes` without a newline, ends
  * the line and sends `1,2`, then expects the line-too-long error and the sum.
  */
@@ -209,13 +230,14 @@ async function runOne(
     const atEnd = await rssKiBOfTree(tree);
     result.peakRssKiB = atEnd.peak;
     result.rssAtEndKiB = atEnd.now;
-    const restStart = performance.now();
-    for (let second = 1; second <= restS; second++) {
-      await pause(restStart + second * 1000 - performance.now());
-      const now = (await rssKiBOfTree(tree)).now;
-      result.rssAfterRestKiB = now;
-      if (now <= result.restLimitKiB) result.backWithinBoundS ??= second;
-    }
+    const rest = await watchRest(
+      restS,
+      result.rssAfterRestKiB,
+      async () => (await rssKiBOfTree(tree)).now,
+      (now) => now <= result.restLimitKiB,
+    );
+    result.rssAfterRestKiB = rest.last;
+    result.backWithinBoundS = rest.backInS;
     assertStillRunning(server);
     result.growthMet =
       (result.peakRssKiB - result.rssBeforeKiB) / 1024 <= load.growthMiB;

@@ -13,7 +13,11 @@ import {
   memoryTargets,
   memoryText,
 } from "./memory_scenario.ts";
-import type { IdleResult, LoadResult } from "./scenarios.ts";
+import {
+  type IdleResult,
+  type LoadResult,
+  outcomeFailures,
+} from "./scenarios.ts";
 import {
   heavyLinesFailures,
   type HeavyLinesResult,
@@ -112,16 +116,9 @@ function failuresOf(
   idle: IdleResult[],
   memory: MemoryResult[],
 ): string[] {
-  const failures: string[] = [];
-  for (const r of memory) {
-    if (r.failed) failures.push(`${r.id}: ${r.failed}`);
-    if (r.errors) failures.push(`${r.id}: ${r.errors} errors`);
-    if (r.mismatches) failures.push(`${r.id}: ${r.mismatches} mismatches`);
-  }
+  const failures = memory.flatMap(outcomeFailures);
   for (const r of [...loads, ...idle]) {
-    if (r.failed) failures.push(`${r.id}: ${r.failed}`);
-    if (r.errors) failures.push(`${r.id}: ${r.errors} errors`);
-    if (r.mismatches) failures.push(`${r.id}: ${r.mismatches} mismatches`);
+    failures.push(...outcomeFailures(r));
     if (!r.skipped && !r.failed && r.connected < r.connections) {
       failures.push(`${r.id}: only ${r.connected}/${r.connections} connected`);
     }
@@ -539,17 +536,17 @@ function text(summary: Summary): string {
   out.push("");
   const f = (t: typeof targets.fairness1000, conns: number) =>
     `lineserver fairness at ${conns} conns: max/median ${
-      verdict(t?.maxOverMedian, false)
-    }, least-served/median ${verdict(t?.leastServedOverMedian, true)}`;
+      verdict(t?.maxOverMedian)
+    }, least-served/median ${verdict(t?.leastServedOverMedian)}`;
   out.push(f(targets.fairness1000, 1000));
   out.push(f(targets.fairness5000, 5000));
   const o = targets.overNodePeer;
   const perCpu = targets.overNodePeerPerServerCpu;
   out.push(
     `lineserver / Node peer lines/s: 50 conns request/response ${
-      verdict(o.requestResponse50, true)
-    }; pipelined x32 ${verdict(o.pipelined50, true)}; 1000 conns ${
-      verdict(o.closedLoop1000, true)
+      verdict(o.requestResponse50)
+    }; pipelined x32 ${verdict(o.pipelined50)}; 1000 conns ${
+      verdict(o.closedLoop1000)
     }`,
   );
   out.push(
@@ -564,9 +561,9 @@ function text(summary: Summary): string {
     ? ` (fewer than the ${IDLE_TARGET_CONNECTIONS} the target and docs/performance.md are for: the fixed memory is spread over fewer connections, so this is larger and not comparable)`
     : "";
   out.push(
-    `lineserver memory: idle ${verdict(idle, false)} KiB/conn${
+    `lineserver memory: idle ${verdict(idle)} KiB/conn${
       idle ? ` at ${idle.connections} conns${fewer}` : ""
-    }; peak RSS under 1000 conns ${verdict(targets.peakRssMiB1000, false)} MiB`,
+    }; peak RSS under 1000 conns ${verdict(targets.peakRssMiB1000)} MiB`,
   );
   const echo = summary.overRawEcho;
   if (echo.requestResponse50 !== null || echo.pipelined50 !== null) {

@@ -27,7 +27,7 @@ import net from "node:net";
 import { Buffer } from "node:buffer";
 import { pause } from "../src/deadline.ts";
 import { resetPeaks, rssKiBOfTree, SERVER_CPU } from "./machine.ts";
-import { restLimitKiB } from "./memory_scenario.ts";
+import { restLimitKiB, watchRest } from "./memory_scenario.ts";
 import {
   cleanUp,
   type ServerChild,
@@ -279,14 +279,12 @@ async function runOne(
     else good = await mixLoad(server.port);
     const atEnd = await memoryOf(server.pid);
     const boundKiB = restLimitKiB(before.rssKiB);
-    let afterRest = atEnd;
-    let backInS: number | null = null;
-    const restStart = performance.now();
-    for (let second = 1; second <= restS; second++) {
-      await pause(restStart + second * 1000 - performance.now());
-      afterRest = await memoryOf(server.pid);
-      if (afterRest.rssKiB <= boundKiB) backInS ??= second;
-    }
+    const { last: afterRest, backInS } = await watchRest(
+      restS,
+      atEnd,
+      () => memoryOf(server.pid),
+      (sample) => sample.rssKiB <= boundKiB,
+    );
     return {
       server: SERVERS[kind].label,
       load,

@@ -194,13 +194,6 @@ export function parseOptions(args: string[]): Options {
 
 /** Every load row of the run, in the order they run: the calibration first. */
 function plan(options: Options): LoadScenario[] {
-  // "lineserver before" runs right after lineserver wherever it is measured.
-  const withBaseline = (kinds: readonly ServerKind[]): ServerKind[] =>
-    options.calc.baseline === undefined
-      ? [...kinds]
-      : kinds.flatMap((kind) =>
-        kind === "calc" ? ["calc", "calc-baseline"] as const : [kind]
-      );
   const rows: LoadScenario[] = [];
   const speed = { warmupS: options.warmupS, durationS: options.durationS };
   const fair = {
@@ -233,7 +226,9 @@ function plan(options: Options): LoadScenario[] {
     ] as const
   ) {
     if (!options.scenarios.has(scenario)) continue;
-    for (const kind of withBaseline(["echo-deno", "calc", "node-peer"])) {
+    for (
+      const kind of withBaseline(options, ["echo-deno", "calc", "node-peer"])
+    ) {
       rows.push({
         id: `${scenario}-${kind}`,
         scenario,
@@ -248,14 +243,19 @@ function plan(options: Options): LoadScenario[] {
   }
   if (options.scenarios.has("c")) {
     for (
-      const kind of withBaseline(["calc", "calc-tls", "echo-deno", "echo-node"])
+      const kind of withBaseline(options, [
+        "calc",
+        "calc-tls",
+        "echo-deno",
+        "echo-node",
+      ])
     ) {
       closedLoop("c", 1000, kind);
     }
   }
   if (options.scenarios.has("e")) {
     for (
-      const kind of withBaseline([
+      const kind of withBaseline(options, [
         "node-peer",
         "calc",
         "echo-deno",
@@ -300,9 +300,17 @@ const IDLE_SERVERS: readonly ServerKind[] = [
 
 /** The idle servers, with "lineserver before" beside lineserver when given. */
 function idleServers(options: Options): ServerKind[] {
+  return withBaseline(options, IDLE_SERVERS);
+}
+
+/** `kinds`, with "lineserver before" right after lineserver when it is given. */
+function withBaseline(
+  options: Options,
+  kinds: readonly ServerKind[],
+): ServerKind[] {
   return options.calc.baseline === undefined
-    ? [...IDLE_SERVERS]
-    : IDLE_SERVERS.flatMap((kind) =>
+    ? [...kinds]
+    : kinds.flatMap((kind) =>
       kind === "calc" ? ["calc", "calc-baseline"] as const : [kind]
     );
 }

@@ -28,6 +28,7 @@ import {
   allowedCpus,
   coreBusy,
   cpuSample,
+  cpuShares,
   GENERATOR_CPU,
   placement,
   processTree,
@@ -196,11 +197,22 @@ export function markFailed(result: Outcome, error: unknown): void {
   progress(`${result.id}: FAILED: ${result.failed}`);
 }
 
+/** What makes `result` a failure of the run: its failure, errors and mismatches. */
+export function outcomeFailures(result: Outcome): string[] {
+  return [
+    ...(result.failed ? [`${result.id}: ${result.failed}`] : []),
+    ...(result.errors ? [`${result.id}: ${result.errors} errors`] : []),
+    ...(result.mismatches
+      ? [`${result.id}: ${result.mismatches} mismatches`]
+      : []),
+  ];
+}
+
 /**
  * Starts the scenario's server, or records why it was skipped (a tool not
  * installed, a `--workers` value the server refuses) or failed.
  */
-async function start(
+export async function start(
   spec: ServerSpec,
   result: Outcome,
   settings: Settings,
@@ -344,22 +356,14 @@ export async function runLoad(
     result.stalledConnections = totals.stalled;
     result.generatorLoopLagP99Ms = quantile(loopLag, 0.99) / 1000;
     result.generatorLoopLagMaxMs = loopLag.maxUs / 1000;
-    const cores = (ticks: number) => ticks / ticksPerSecond / seconds;
-    result.serverCpu = cores(end.server - start.server);
-    result.generatorCpu = cores(end.self - start.self);
+    const cpu = cpuShares(start, end, seconds);
+    result.serverCpu = cpu.server;
+    result.generatorCpu = cpu.self;
     result.coreBusy = coreBusy(start, end);
     result.linesPerServerCpuS = result.linesPerS / result.serverCpu;
     result.tcp = tcpDelta(start.tcp, end.tcp);
-    const sum = (sample: typeof start, key: "busy" | "interrupts") =>
-      sample.cores.reduce((total, core) => total + core[key], 0);
-    result.interruptCpu = cores(
-      sum(end, "interrupts") - sum(start, "interrupts"),
-    );
-    result.otherCpu = Math.max(
-      0,
-      cores(sum(end, "busy") - sum(start, "busy")) - result.serverCpu -
-        result.generatorCpu,
-    );
+    result.interruptCpu = cpu.interrupts;
+    result.otherCpu = cpu.other;
     return totals;
   });
   result.serverStderr = stderrAfterListening(server);

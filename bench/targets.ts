@@ -163,9 +163,9 @@ export function tally(targets: TargetChecks): {
   return { met, missed, notMeasured };
 }
 
-export function verdict(c: Check | null | undefined, atLeast: boolean): string {
+export function verdict(c: Check | null | undefined): string {
   if (!c || c.value === null) return "- (not measured)";
-  const target = `target ${atLeast ? ">=" : "<="} ${c.limit}`;
+  const target = `target ${c.atLeast ? ">=" : "<="} ${c.limit}`;
   if (c.met === null) return `${c.value} [${target}: not judged]`;
   return `${c.value} [${target}: ${c.met ? "met" : "MISSED"}]`;
 }

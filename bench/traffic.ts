@@ -79,6 +79,14 @@ export function calculatorPool(size = 256, seed = 5): Exchange[] {
   return pool;
 }
 
+/** {@linkcode calculatorPool}'s lines and replies without their `\r\n`, as a client library sends and reads them. */
+export function calculatorLines(): { line: string; reply: string }[] {
+  return calculatorPool().map(({ request, reply }) => ({
+    line: request.slice(0, -2),
+    reply: reply.slice(0, -2),
+  }));
+}
+
 /**
  * The fairness traffic: every connection sends this one line, again and
  * again. A pool of two copies, because a pool must be longer than the
