@@ -10,15 +10,9 @@
  * gigabyte (1,000 members x 1 MiB each).
  */
 import assert from "node:assert/strict";
-import {
-  connectMany,
-  hasProc,
-  MiB,
-  peakRssBytes,
-  resetPeakRss,
-} from "./support/hardening.ts";
+import { connectMany, hasProc, MiB } from "./support/hardening.ts";
 import { withTimeout } from "./support/deadline.ts";
-import { LineClient } from "./support/line_client.ts";
+import type { LineClient } from "./support/line_client.ts";
 import { MeasuredServer } from "./support/measured_server.ts";
 
 const SILENT_MEMBERS = 1000;
@@ -52,10 +46,8 @@ Deno.test({
     try {
       // The sender and a listener join first, so that each hears every
       // other member join: once they have, the whole room is in.
-      const sender = server.adopt(await LineClient.connect(server.port));
-      assert.equal(await sender.readLine(), "<welcome: you are guest1>");
-      const listener = server.adopt(await LineClient.connect(server.port));
-      assert.equal(await listener.readLine(), "<welcome: you are guest2>");
+      const sender = await server.connect("<welcome: you are guest1>");
+      const listener = await server.connect("<welcome: you are guest2>");
       assert.equal(await sender.readLine(), "* guest2 joined");
       await connectMany(server.port, SILENT_MEMBERS, silent);
       const joined = (line: string) => line.endsWith(" joined");
@@ -68,8 +60,6 @@ Deno.test({
         "every silent member's join",
       );
 
-      const before = await server.rss();
-      await resetPeakRss(server.pid);
       // The sender reads what comes to it (the silent members leaving) so
       // that it is not a member that does not read.
       const senderReads = readUntil(sender, Infinity, () => false).catch(
@@ -84,16 +74,14 @@ Deno.test({
         const lines = `${MESSAGE}\n`.repeat(64);
         for (let i = 0; i < MESSAGES; i += 64) await sender.send(lines);
       })();
-      const [lines] = await withTimeout(
-        Promise.all([heard, said]),
-        RUN_TIMEOUT_MS,
-        "2 MB said and heard",
-      );
-      const growth = (await peakRssBytes(server.pid)) - before;
-      console.log(
-        `chat memory: ${SILENT_MEMBERS} silent members, 2 MB said: peak RSS ${
-          (before / MiB).toFixed(0)
-        } MiB + ${(growth / MiB).toFixed(1)} MiB`,
+      const { growth, result: [lines] } = await server.peakGrowthDuring(
+        `${SILENT_MEMBERS} silent chat members, 2 MB said`,
+        () =>
+          withTimeout(
+            Promise.all([heard, said]),
+            RUN_TIMEOUT_MS,
+            "2 MB said and heard",
+          ),
       );
       assert.equal(lines.length, MESSAGES);
       assert.ok(

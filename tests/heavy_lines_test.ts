@@ -7,7 +7,7 @@
  * the bench scenario `h` (bench/heavy_lines.ts) measures the real figure.
  */
 import assert from "node:assert/strict";
-import { waitFor, withTimeout } from "./support/deadline.ts";
+import { waitFor } from "./support/deadline.ts";
 import { ServerProcess } from "./support/server_process.ts";
 import {
   Bystander,
@@ -15,6 +15,8 @@ import {
   type HeavyLoad,
   STREAMERS,
 } from "../bench/heavy_clients.ts";
+import { WorkerInbox } from "../bench/worker_inbox.ts";
+import type { FromFlooders, ToFlooders } from "./support/flood_worker.ts";
 
 /** 5 s of bystander lines, one every 50 ms. */
 const BYSTANDER_LINES = 100;
@@ -136,29 +138,18 @@ Deno.test(`heavy lines: ${FLOODERS} clients flooding empty lines do not stall an
     "--log-level",
     "warning",
   ]);
-  const flooders = new Worker(
+  const flooders = new WorkerInbox<ToFlooders, FromFlooders>(
+    "Flood worker",
     new URL("./support/flood_worker.ts", import.meta.url),
-    { type: "module" },
   );
   let bystander: Bystander | undefined;
   try {
-    const message = (type: string) =>
-      new Promise<{ type: string; bytesIn?: number }>((resolve, reject) => {
-        flooders.onmessage = (event) => {
-          if (event.data.type === type) resolve(event.data);
-        };
-        flooders.onerror = (event) => {
-          event.preventDefault();
-          reject(new Error(`flood worker: ${event.message}`));
-        };
-      });
-    const ready = message("ready");
-    flooders.postMessage({
+    flooders.post({
       host: server.host,
       port: server.port,
       connections: FLOODERS,
     });
-    await withTimeout(ready, 10_000, "the flooders' welcome lines");
+    await flooders.expect("ready", 10_000);
     bystander = await Bystander.connect(
       server.host,
       server.port,
@@ -166,9 +157,8 @@ Deno.test(`heavy lines: ${FLOODERS} clients flooding empty lines do not stall an
       () => 0,
     );
     const seen = await bystanderWindow(bystander);
-    const stopped = message("stopped");
-    flooders.postMessage("stop");
-    const { bytesIn } = await withTimeout(stopped, 5000, "the flooders' end");
+    flooders.post("stop");
+    const { bytesIn } = await flooders.expect("stopped", 5000);
 
     const problems = bystander.problems;
     assert.equal(
@@ -179,11 +169,11 @@ Deno.test(`heavy lines: ${FLOODERS} clients flooding empty lines do not stall an
     const figures = `slowest reply ${seen.maxMs.toFixed(0)} ms, p50 ${
       seen.p50Ms.toFixed(1)
     } ms, ${seen.replies} replies, ${seen.unanswered} unanswered; the flooders got ${
-      ((bytesIn ?? 0) / 1e6).toFixed(0)
+      (bytesIn / 1e6).toFixed(0)
     } MB of replies`;
     console.log(`flooding: ${figures}`);
     assert.ok(
-      (bytesIn ?? 0) > 10e6,
+      bytesIn > 10e6,
       `the flooders did not load the server: ${figures}`,
     );
     assert.ok(seen.maxMs < SLOWEST_REPLY_BOUND_MS, figures);

@@ -15,12 +15,7 @@
 import assert from "node:assert/strict";
 import { ask, sum, tooLong, WELCOME } from "./support/calc_replies.ts";
 import { withTimeout } from "./support/deadline.ts";
-import {
-  hasProc,
-  MiB,
-  peakRssBytes,
-  resetPeakRss,
-} from "./support/hardening.ts";
+import { hasProc, MiB } from "./support/hardening.ts";
 import type { LineClient } from "./support/line_client.ts";
 import { MeasuredServer } from "./support/measured_server.ts";
 import {
@@ -54,18 +49,14 @@ async function peakGrowthWhileStreaming(
   server: MeasuredServer,
   what: string,
 ): Promise<number> {
-  const baseline = await server.rss();
-  await resetPeakRss(server.pid);
-  await withTimeout(
-    Promise.all(server.clients.map(streamEndlessLine)),
-    STREAM_TIMEOUT_MS,
+  const { growth } = await server.peakGrowthDuring(
     what,
-  );
-  const growth = (await peakRssBytes(server.pid)) - baseline;
-  console.log(
-    `memory: ${what}: peak RSS ${(baseline / MiB).toFixed(0)} MiB + ${
-      (growth / MiB).toFixed(1)
-    } MiB`,
+    () =>
+      withTimeout(
+        Promise.all(server.clients.map(streamEndlessLine)),
+        STREAM_TIMEOUT_MS,
+        what,
+      ),
   );
   return growth;
 }

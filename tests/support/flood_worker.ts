@@ -14,6 +14,15 @@
 import net from "node:net";
 import { Buffer } from "node:buffer";
 
+/** What the flood worker is sent. */
+export type ToFlooders =
+  | { host: string; port: number; connections: number }
+  | "stop";
+/** What it answers. */
+export type FromFlooders =
+  | { type: "ready" }
+  | { type: "stopped"; bytesIn: number };
+
 const EMPTY_LINES = Buffer.alloc(64 * 1024, 0x0a);
 const sockets: net.Socket[] = [];
 let flooding = true;
@@ -23,15 +32,15 @@ function flood(socket: net.Socket) {
   while (flooding && socket.write(EMPTY_LINES));
 }
 
-self.onmessage = (
-  event: MessageEvent<
-    { host: string; port: number; connections: number } | "stop"
-  >,
-) => {
+function answer(message: FromFlooders) {
+  self.postMessage(message);
+}
+
+self.onmessage = (event: MessageEvent<ToFlooders>) => {
   if (event.data === "stop") {
     flooding = false;
     for (const socket of sockets) socket.destroy();
-    self.postMessage({ type: "stopped", bytesIn });
+    answer({ type: "stopped", bytesIn });
     return;
   }
   const { host, port, connections } = event.data;
@@ -47,7 +56,7 @@ self.onmessage = (
       if (greeted) return;
       greeted = true;
       if (++welcomed === connections) {
-        self.postMessage({ type: "ready" });
+        answer({ type: "ready" });
         for (const s of sockets) flood(s);
       }
     });

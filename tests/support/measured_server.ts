@@ -7,7 +7,13 @@
  * @module
  */
 import { WELCOME } from "./calc_replies.ts";
-import { connectGreeted, rssBytes } from "./hardening.ts";
+import {
+  connectGreeted,
+  MiB,
+  peakRssBytes,
+  resetPeakRss,
+  rssBytes,
+} from "./hardening.ts";
 import type { LineClient } from "./line_client.ts";
 import { ServerProcess } from "./server_process.ts";
 
@@ -64,6 +70,26 @@ export class MeasuredServer {
     const client = await connectGreeted(this.port, greeting);
     this.clients.push(client);
     return client;
+  }
+
+  /**
+   * How much the server's peak resident memory grew (bytes) while `work`
+   * ran, from its level before; logged as `what`.
+   */
+  async peakGrowthDuring<T>(
+    what: string,
+    work: () => Promise<T>,
+  ): Promise<{ growth: number; result: T }> {
+    const baseline = await this.rss();
+    await resetPeakRss(this.pid);
+    const result = await work();
+    const growth = (await peakRssBytes(this.pid)) - baseline;
+    console.log(
+      `memory: ${what}: peak RSS ${(baseline / MiB).toFixed(0)} MiB + ${
+        (growth / MiB).toFixed(1)
+      } MiB`,
+    );
+    return { growth, result };
   }
 
   /** The server's resident memory now, in bytes (VmRSS). */
