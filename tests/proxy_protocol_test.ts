@@ -11,7 +11,7 @@ import type { LineProtocol } from "../mod.ts";
 import { sum, WELCOME } from "./support/calc_replies.ts";
 import { delay, waitFor } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
-import { bytes, withServer } from "./support/socket_harness.ts";
+import { bytes, untilActive, withServer } from "./support/socket_harness.ts";
 import {
   createTestCertificate,
   opensslMissingReason,
@@ -135,11 +135,7 @@ Deno.test("proxy protocol: a v2 LOCAL connection is a health check: sent nothing
       assert.equal(await asking.readLine(), "x from 127.0.0.1");
       asking.close();
       // Not a connection: no outcome counted.
-      await waitFor(
-        "the asking check's slot free",
-        () => server.metrics.connectionsActive === 0,
-        3000,
-      );
+      await untilActive(server, 0, 3000);
       const closed = Object.values(server.metrics.connectionsClosed)
         .reduce((a, b) => a + b, 0);
       assert.equal(closed, 0);

@@ -143,7 +143,8 @@ async function withMisbehavingServer(
   options: Partial<ServerOptions>,
   body: (context: {
     server: LineServer;
-    connect: () => Promise<LineClient>;
+    /** Connects a client and asserts that its first line is `ready`. */
+    connectGreeted: () => Promise<LineClient>;
     journal: Journal;
     records: Records;
   }) => Promise<void>,
@@ -165,19 +166,18 @@ async function withMisbehavingServer(
         logger: getLogger([LOG_CATEGORY]),
         ...options,
       },
-      ({ server, connect }) => body({ server, connect, journal, records }),
+      ({ server, connectGreeted }) =>
+        body({
+          server,
+          connectGreeted: () => connectGreeted("ready"),
+          journal,
+          records,
+        }),
       { shutdownWithinMs: WAIT_MS },
     );
   } finally {
     resetSync();
   }
-}
-
-/** Connects and asserts the greeting. */
-async function greeted(connect: () => Promise<LineClient>) {
-  const client = await connect();
-  assert.equal(await client.readLine(), "ready");
-  return client;
 }
 
 /** The text of the error records logged for failed connections. */
@@ -221,9 +221,9 @@ for (const bad of BAD_REPLIES) {
   Deno.test(`session faults: reply() answering "${bad.command}" ends that connection as a fault; the server serves on`, async () => {
     await withMisbehavingServer(
       { maxConnections: 2 },
-      async ({ server, connect, records }) => {
-        const bystander = await greeted(connect);
-        const victim = await greeted(connect);
+      async ({ server, connectGreeted, records }) => {
+        const bystander = await connectGreeted();
+        const victim = await connectGreeted();
         await victim.send("echo before\n");
         assert.equal(await victim.readLine(), "before");
         await victim.send(`${bad.command}\n`);
@@ -241,7 +241,7 @@ for (const bad of BAD_REPLIES) {
         await bystander.send("echo still here\n");
         assert.equal(await bystander.readLine(), "still here");
         await untilActive(server, 1);
-        const next = await greeted(connect);
+        const next = await connectGreeted();
         await next.send("echo next\n");
         assert.equal(await next.readLine(), "next");
       },
@@ -250,8 +250,8 @@ for (const bad of BAD_REPLIES) {
 }
 
 Deno.test("session faults: a thenable that is not a Promise is awaited like one", async () => {
-  await withMisbehavingServer({}, async ({ server, connect }) => {
-    const client = await greeted(connect);
+  await withMisbehavingServer({}, async ({ server, connectGreeted }) => {
+    const client = await connectGreeted();
     await client.send("thenable-ok\necho after\n");
     assert.deepEqual(await client.readLines(2), ["from a thenable", "after"]);
     assert.equal(server.metrics.errors.handler_fault, 0);
@@ -261,8 +261,8 @@ Deno.test("session faults: a thenable that is not a Promise is awaited like one"
 Deno.test("session faults: a reply that never settles is ended at the reply timeout; its slot is free again and its signal aborted", async () => {
   await withMisbehavingServer(
     { maxConnections: 1, replyTimeoutMs: 300 },
-    async ({ server, connect, journal, records }) => {
-      const stuck = await greeted(connect);
+    async ({ server, connectGreeted, journal, records }) => {
+      const stuck = await connectGreeted();
       await stuck.send("hang\n");
       assert.equal(await stuck.readToEnd(WAIT_MS), "");
       await waitFor(
@@ -284,7 +284,7 @@ Deno.test("session faults: a reply that never settles is ended at the reply time
       assert.equal(server.metrics.errors.reply_timeout, 1);
       assert.equal(server.metrics.errors.handler_fault, 0);
       // The only slot is free: the next client is served, not refused.
-      const next = await greeted(connect);
+      const next = await connectGreeted();
       await next.send("echo served\n");
       assert.equal(await next.readLine(), "served");
     },
@@ -295,7 +295,7 @@ Deno.test("session faults: a client that resets while its reply is pending frees
   // The default reply timeout (30 s) is far beyond this test: only the reset can free the slot.
   await withMisbehavingServer(
     { maxConnections: 1 },
-    async ({ server, connect, journal }) => {
+    async ({ server, connectGreeted, journal }) => {
       const leaving = net.connect(server.addr.port, HOST);
       leaving.on("error", () => {});
       const gone = new Promise((resolve) => leaving.once("close", resolve));
@@ -311,14 +311,10 @@ Deno.test("session faults: a client that resets while its reply is pending frees
         leaving.destroy();
         await gone;
       }
-      await waitFor(
-        "the slot to be given back",
-        () => server.metrics.connectionsActive === 0,
-        2000,
-      );
+      await untilActive(server, 0, 2000);
       assert.equal(server.metrics.connectionsClosed.reset, 1);
       assert.equal(journal.hangSignals[0].aborted, true);
-      const next = await greeted(connect);
+      const next = await connectGreeted();
       await next.send("echo served\n");
       assert.equal(await next.readLine(), "served");
     },
@@ -326,8 +322,8 @@ Deno.test("session faults: a client that resets while its reply is pending frees
 });
 
 Deno.test("session API: the reply of the reply() call that closes the connection is sent before the final line", async () => {
-  await withMisbehavingServer({}, async ({ server, connect }) => {
-    const client = await greeted(connect);
+  await withMisbehavingServer({}, async ({ server, connectGreeted }) => {
+    const client = await connectGreeted();
     // A request pipelined after the closing one is never answered.
     await client.send("reply-then-close\necho too late\n");
     assert.equal(await client.readToEnd(WAIT_MS), "last words\r\nbye\r\n");
@@ -341,19 +337,22 @@ Deno.test("session API: the reply of the reply() call that closes the connection
 });
 
 Deno.test("session API: send() with CR or LF in a line throws a TypeError and sends none of its lines; the connection stays usable", async () => {
-  await withMisbehavingServer({}, async ({ server, connect, journal }) => {
-    const client = await greeted(connect);
-    await client.send("send-cr\n");
-    // The next line is the reply, not a forged `* guest1 left` announcement.
-    assert.equal(await client.readLine(), "send threw TypeError");
-    await client.send("send-lf\n");
-    // Not even the valid line before the bad one was sent.
-    assert.equal(await client.readLine(), "send threw TypeError");
-    await client.send("echo still usable\n");
-    assert.equal(await client.readLine(), "still usable");
-    assert.equal(journal.sendErrors.length, 2);
-    assert.match(journal.sendErrors[0], /CR or LF/);
-    assert.equal(server.metrics.errors.handler_fault, 0);
-    assert.equal(server.activeConnections, 1);
-  });
+  await withMisbehavingServer(
+    {},
+    async ({ server, connectGreeted, journal }) => {
+      const client = await connectGreeted();
+      await client.send("send-cr\n");
+      // The next line is the reply, not a forged `* guest1 left` announcement.
+      assert.equal(await client.readLine(), "send threw TypeError");
+      await client.send("send-lf\n");
+      // Not even the valid line before the bad one was sent.
+      assert.equal(await client.readLine(), "send threw TypeError");
+      await client.send("echo still usable\n");
+      assert.equal(await client.readLine(), "still usable");
+      assert.equal(journal.sendErrors.length, 2);
+      assert.match(journal.sendErrors[0], /CR or LF/);
+      assert.equal(server.metrics.errors.handler_fault, 0);
+      assert.equal(server.activeConnections, 1);
+    },
+  );
 });

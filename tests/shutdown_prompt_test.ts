@@ -8,14 +8,11 @@
  * that no timer (the header deadline, a linger) outlives the server.
  */
 import assert from "node:assert/strict";
-import { startServer } from "../mod.ts";
 import { withTimeout } from "./support/deadline.ts";
-import { LineClient } from "./support/line_client.ts";
 import { ask, sum } from "./support/calc_replies.ts";
-import { connectGreeted, SHUTTING_DOWN } from "./support/hardening.ts";
-import { untilActive } from "./support/socket_harness.ts";
+import { SHUTTING_DOWN } from "./support/hardening.ts";
+import { untilActive, withServer } from "./support/socket_harness.ts";
 
-const HOST = "127.0.0.1";
 /** A shutdown timeout far beyond every bound below: waiting for it would fail the test. */
 const NEVER_REACHED_MS = 60_000;
 /**
@@ -26,82 +23,64 @@ const NEVER_REACHED_MS = 60_000;
  */
 const PROMPT_MS = 350;
 
-Deno.test("shutdown: a silent client still in its PROXY header does not hold the drain; it is closed at once", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    proxyProtocol: true,
-    shutdownTimeoutMs: NEVER_REACHED_MS,
-  });
-  const port = server.addr.port;
-  const clients: LineClient[] = [];
-  let shutdown: ReturnType<typeof server.shutdown> | undefined;
-  try {
-    const silent = await LineClient.connect(port);
-    clients.push(silent);
-    // Accepted in order: once a later client is served, the silent one has
-    // been accepted and is waiting for its header.
-    const served = await LineClient.connect(port);
-    clients.push(served);
-    await served.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 8080\r\n");
-    assert.match(await served.readLine(), /welcome/);
-    await ask(served, "1,2\n", sum(3));
-    served.close();
-    await untilActive(server, 0);
+// withServer's own final shutdown() returns the promise of the shutdown or
+// abort() the test started, so it only waits for what the test awaited.
 
-    const startedAt = performance.now();
-    shutdown = server.shutdown();
-    const summary = await withTimeout(shutdown, 5000, "shutdown()");
-    const tookMs = performance.now() - startedAt;
-    assert.ok(tookMs < PROMPT_MS, `shutdown took ${tookMs.toFixed(0)} ms`);
-    assert.deepEqual(summary, {
-      served: 1,
-      closedGracefully: 0,
-      closedByForce: 0,
-    });
-    // The silent client was closed without a word.
-    assert.equal(await silent.readToEnd(1000), "");
-  } finally {
-    for (const client of clients) client.close();
-    await (shutdown ?? server.shutdown());
-  }
+Deno.test("shutdown: a silent client still in its PROXY header does not hold the drain; it is closed at once", async () => {
+  await withServer(
+    { proxyProtocol: true, shutdownTimeoutMs: NEVER_REACHED_MS },
+    async ({ server, connect }) => {
+      const silent = await connect();
+      // Accepted in order: once a later client is served, the silent one has
+      // been accepted and is waiting for its header.
+      const served = await connect();
+      await served.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 8080\r\n");
+      assert.match(await served.readLine(), /welcome/);
+      await ask(served, "1,2\n", sum(3));
+      served.close();
+      await untilActive(server, 0);
+
+      const startedAt = performance.now();
+      const summary = await withTimeout(server.shutdown(), 5000, "shutdown()");
+      const tookMs = performance.now() - startedAt;
+      assert.ok(tookMs < PROMPT_MS, `shutdown took ${tookMs.toFixed(0)} ms`);
+      assert.deepEqual(summary, {
+        served: 1,
+        closedGracefully: 0,
+        closedByForce: 0,
+      });
+      // The silent client was closed without a word.
+      assert.equal(await silent.readToEnd(1000), "");
+    },
+  );
 });
 
 Deno.test("abort(): five idle clients are closed at once and counted as closed by force", async () => {
-  const server = await startServer({
-    hostname: HOST,
-    port: 0,
-    shutdownTimeoutMs: NEVER_REACHED_MS,
-  });
-  const clients: LineClient[] = [];
-  let aborted: ReturnType<typeof server.abort> | undefined;
-  try {
-    for (let i = 0; i < 5; i++) {
-      clients.push(await connectGreeted(server.addr.port));
-    }
-    await untilActive(server, 5);
-    const startedAt = performance.now();
-    aborted = server.abort();
-    const summary = await withTimeout(aborted, 5000, "abort()");
-    const tookMs = performance.now() - startedAt;
-    assert.deepEqual(summary, {
-      served: 5,
-      closedGracefully: 0,
-      closedByForce: 5,
-    });
-    assert.ok(tookMs < PROMPT_MS, `abort() took ${tookMs.toFixed(0)} ms`);
-    assert.equal(server.metrics.connectionsClosed.forced, 5);
-    assert.equal(server.metrics.connectionsClosed.shutdown, 0);
-    for (const client of clients) {
-      // The shutdown line is best effort; nothing else may arrive.
-      const rest = await client.readToEnd(1000);
-      assert.ok(
-        rest === "" || rest === `${SHUTTING_DOWN}\r\n`,
-        JSON.stringify(rest),
-      );
-    }
-  } finally {
-    for (const client of clients) client.close();
-    await (aborted ?? server.abort());
-  }
+  await withServer(
+    { shutdownTimeoutMs: NEVER_REACHED_MS },
+    async ({ server, connectGreeted }) => {
+      const clients = [];
+      for (let i = 0; i < 5; i++) clients.push(await connectGreeted());
+      await untilActive(server, 5);
+      const startedAt = performance.now();
+      const summary = await withTimeout(server.abort(), 5000, "abort()");
+      const tookMs = performance.now() - startedAt;
+      assert.deepEqual(summary, {
+        served: 5,
+        closedGracefully: 0,
+        closedByForce: 5,
+      });
+      assert.ok(tookMs < PROMPT_MS, `abort() took ${tookMs.toFixed(0)} ms`);
+      assert.equal(server.metrics.connectionsClosed.forced, 5);
+      assert.equal(server.metrics.connectionsClosed.shutdown, 0);
+      for (const client of clients) {
+        // The shutdown line is best effort; nothing else may arrive.
+        const rest = await client.readToEnd(1000);
+        assert.ok(
+          rest === "" || rest === `${SHUTTING_DOWN}\r\n`,
+          JSON.stringify(rest),
+        );
+      }
+    },
+  );
 });

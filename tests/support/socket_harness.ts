@@ -79,16 +79,18 @@ const METRICS_WAIT_MS = 10000;
 
 /**
  * Waits until exactly `count` connections hold a slot of the in-process
- * `server`: it has seen the others leave and given their slots back.
+ * `server`: it has seen the others leave and given their slots back. Fails
+ * after `timeoutMs` (default 10 s).
  */
 export async function untilActive(
   server: LineServer,
   count: number,
+  timeoutMs = METRICS_WAIT_MS,
 ): Promise<void> {
   await waitFor(
     `${count} connection(s) to hold a slot`,
     () => server.metrics.connectionsActive === count,
-    METRICS_WAIT_MS,
+    timeoutMs,
   );
 }
 
