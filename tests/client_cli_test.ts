@@ -8,16 +8,16 @@ import type net from "node:net";
 import { startServer } from "../mod.ts";
 import { parseClientCli } from "../src/client_cli.ts";
 import { cpuSeconds } from "./support/hardening.ts";
+import { WELCOME } from "./support/calc_replies.ts";
 import { ScriptProcess } from "./support/script_process.ts";
-import { closedPort, withScriptedServer } from "./support/scripted_server.ts";
-import { waitFor, withTimeout } from "./support/deadline.ts";
+import { freePort } from "./support/haproxy.ts";
+import { withScriptedServer } from "./support/scripted_server.ts";
+import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import {
   createTestCertificate,
   opensslMissingReason,
 } from "./support/tls_cert.ts";
 import { startTlsServer } from "./support/tls_server.ts";
-
-const WELCOME = "<welcome: starting in sum mode>";
 
 /** The lines `socket` receives, as they arrive. */
 function linesOf(socket: net.Socket): string[] {
@@ -118,7 +118,7 @@ Deno.test("client.ts: a reset is one line on stderr and exit 1", async () => {
 });
 
 Deno.test("client.ts: a refused connection is one line naming HOST:PORT and exit 1", async () => {
-  const port = await closedPort();
+  const port = freePort();
   await using client = ScriptProcess.client([`127.0.0.1:${port}`]);
   const status = await client.waitForExit();
   assert.equal(
@@ -175,7 +175,7 @@ Deno.test("client.ts: --timeout: a line sent and nothing back is one line and ex
     const received = linesOf(peer);
     await client.waitForStdout("the welcome", (out) => out === "welcome\n");
     // Silence before any line was sent is not a timeout.
-    await new Promise((resolve) => setTimeout(resolve, 1800));
+    await delay(1800);
     assert.equal(client.exited, undefined, client.stderr);
     await client.write("hello?\n");
     await waitFor(
@@ -185,7 +185,7 @@ Deno.test("client.ts: --timeout: a line sent and nothing back is one line and ex
     );
     const sentAt = Date.now();
     const cpuBefore = await cpuSeconds(client.child.pid);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await delay(1000);
     const cpuUsed = await cpuSeconds(client.child.pid) - cpuBefore;
     const status = await client.waitForExit();
     const waited = Date.now() - sentAt;

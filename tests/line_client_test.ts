@@ -13,8 +13,9 @@ import {
   LineClientError,
   startServer,
 } from "../mod.ts";
-import { closedPort, withScriptedServer } from "./support/scripted_server.ts";
-import { waitFor, withTimeout } from "./support/deadline.ts";
+import { freePort } from "./support/haproxy.ts";
+import { withScriptedServer } from "./support/scripted_server.ts";
+import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import {
   createTestCertificate,
   opensslMissingReason,
@@ -102,7 +103,7 @@ Deno.test("client: a line the server did not finish is no line: the error carrie
 });
 
 Deno.test("client: a refused connect names the address and the reason", async () => {
-  const port = await closedPort();
+  const port = freePort();
   const error = await rejectsWith(
     LineClient.connect({ port }),
     "refused",
@@ -114,7 +115,7 @@ Deno.test("client: a refused connect names the address and the reason", async ()
 });
 
 Deno.test("client: retry with backoff reaches a server that starts late, and gives up after its attempts", async () => {
-  const port = await closedPort();
+  const port = freePort();
   const started = Date.now();
   await rejectsWith(
     LineClient.connect({ port, retry: { attempts: 3, initialDelayMs: 40 } }),
@@ -126,13 +127,13 @@ Deno.test("client: retry with backoff reaches a server that starts late, and giv
     `gave up after ${Date.now() - started} ms`,
   );
 
-  const late = await closedPort();
+  const late = freePort();
   const connecting = LineClient.connect({
     port: late,
     retry: { attempts: 50, initialDelayMs: 20, maxDelayMs: 100 },
   });
   // Listen only once the client has been refused at least once.
-  await new Promise((resolve) => setTimeout(resolve, 60));
+  await delay(60);
   await using server = await startServer({
     port: late,
     protocol: echoProtocol,
@@ -188,7 +189,7 @@ Deno.test("client: a timed-out readLine gives up its place; a timed-out request 
       for (const line of String(data).split("\n").filter((l) => l !== "")) {
         replies = replies.then(async () => {
           if (line === "slow") {
-            await new Promise((resolve) => setTimeout(resolve, 300));
+            await delay(300);
           }
           socket.write(`${line} reply\r\n`);
         });
@@ -260,7 +261,7 @@ Deno.test("client: a flood is held off while the client does not read; memory st
     // The server fills the kernel's buffers, then must wait.
     await waitFor("the server to stall", () => stalled, 5000);
     const stalledAt = written;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await delay(200);
     assert.equal(written, stalledAt, "the server went on writing");
     assert.ok(
       client.bufferedBytes <= 256 * 1024,

@@ -6,6 +6,7 @@
  * Needs `openssl` (Debian package `openssl`) to make a throwaway certificate.
  */
 import assert from "node:assert/strict";
+import { WELCOME } from "./support/calc_replies.ts";
 import { delay } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { ServerProcess } from "./support/server_process.ts";
@@ -16,7 +17,7 @@ import {
 } from "./support/tls_cert.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
 import { floodUntilStalled, MiB } from "./support/hardening.ts";
-import { startTlsServerProcess } from "./support/tls_server.ts";
+import { startTlsServer, startTlsServerProcess } from "./support/tls_server.ts";
 
 const missing = await opensslMissingReason();
 if (missing) console.error(`tls_test.ts: ignoring every test: ${missing}`);
@@ -28,8 +29,6 @@ function tlsTest(name: string, fn: () => Promise<void>): void {
     fn,
   });
 }
-
-const WELCOME = "<welcome: starting in sum mode>";
 
 tlsTest(
   "tls: the calculator over TLS is byte-exact, and SIGTERM drains TLS clients",
@@ -318,35 +317,22 @@ tlsTest(
   "tls: a client that sends without reading its replies is not read from without bound",
   async () => {
     await using cert = await createTestCertificate();
-    const { startServer } = await import("../mod.ts");
-    await using server = await startServer({
-      port: 0,
-      tls: { cert: cert.certPem, key: cert.keyPem },
-    });
-    const conn = await Deno.connectTls({
-      hostname: "127.0.0.1",
-      port: server.addr.port,
-      caCerts: [cert.certPem],
-    });
-    try {
-      await conn.handshake();
-      // Each line is answered with an error line the client never reads:
-      // once its replies wait, the server must stop reading (and decrypting)
-      // what it sends, so its writes stall after what the kernel's buffers
-      // hold. (Pausing only the TLS stream let it send, and the server
-      // decrypt and keep, everything.)
-      const flood = await floodUntilStalled(
-        conn,
-        new Uint8Array(64 * 1024).fill(0x0a),
-        { limitBytes: 64 * MiB, stallMs: 1000, maxMs: 10_000 },
-      );
-      assert.equal(flood.stalled, true, `sent ${flood.sent} bytes unhindered`);
-      assert.ok(
-        server.metrics.bytesReceived < 16 * MiB,
-        `the server read ${server.metrics.bytesReceived} bytes`,
-      );
-    } finally {
-      conn.close();
-    }
+    await using server = await startTlsServer(cert);
+    using client = await connectTlsLineClient(server.addr.port, cert.certPem);
+    // Each line is answered with an error line the client never reads:
+    // once its replies wait, the server must stop reading (and decrypting)
+    // what it sends, so its writes stall after what the kernel's buffers
+    // hold. (Pausing only the TLS stream let it send, and the server
+    // decrypt and keep, everything.)
+    const flood = await floodUntilStalled(
+      client.conn,
+      new Uint8Array(64 * 1024).fill(0x0a),
+      { limitBytes: 64 * MiB, stallMs: 1000, maxMs: 10_000 },
+    );
+    assert.equal(flood.stalled, true, `sent ${flood.sent} bytes unhindered`);
+    assert.ok(
+      server.metrics.bytesReceived < 16 * MiB,
+      `the server read ${server.metrics.bytesReceived} bytes`,
+    );
   },
 );

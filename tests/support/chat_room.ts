@@ -14,7 +14,8 @@ import { type ServerProcess, startWithAdmin } from "./server_process.ts";
 export const missing: string | undefined = await redisMissingReason();
 
 export const UNAVAILABLE = "ERROR. Chat is unavailable, try again later";
-export const SHUTTING_DOWN = "<server shutting down>";
+/** The shutdown line (without CRLF), also exported here for the chat tests. */
+export { SHUTTING_DOWN } from "./hardening.ts";
 
 /**
  * A test that needs redis-server (and any `alsoMissing` tool); reported as

@@ -8,8 +8,7 @@
 import { ProcessOutput } from "./process_output.ts";
 
 /** Absolute path of the project's `client.ts`. */
-export const CLIENT_ENTRY =
-  new URL("../../client.ts", import.meta.url).pathname;
+const CLIENT_ENTRY = new URL("../../client.ts", import.meta.url).pathname;
 
 const encoder = new TextEncoder();
 

@@ -9,10 +9,9 @@
 import net from "node:net";
 import { withTimeout } from "./deadline.ts";
 
-/** What a test body gets: the port, and the sockets accepted so far. */
+/** What a test body gets: the port, and the sockets it accepts. */
 export interface ScriptedServer {
   readonly port: number;
-  readonly sockets: net.Socket[];
   /** Resolves with the next socket accepted (or one already waiting). */
   accepted(): Promise<net.Socket>;
 }
@@ -42,7 +41,6 @@ export async function withScriptedServer(
   try {
     await body({
       port,
-      sockets,
       async accepted() {
         while (taken >= sockets.length) {
           await withTimeout(
@@ -63,15 +61,4 @@ export async function withScriptedServer(
     );
     await new Promise((resolve) => listener.close(resolve));
   }
-}
-
-/** A free port on 127.0.0.1 that nothing listens on (bound, then released). */
-export async function closedPort(): Promise<number> {
-  const listener = net.createServer();
-  await new Promise<void>((resolve) =>
-    listener.listen(0, "127.0.0.1", resolve)
-  );
-  const port = (listener.address() as net.AddressInfo).port;
-  await new Promise((resolve) => listener.close(resolve));
-  return port;
 }
