@@ -15,6 +15,7 @@ import {
   opensslMissingReason,
 } from "./support/tls_cert.ts";
 import { connectTlsLineClient } from "./support/tls_client.ts";
+import { freePort, runDeno } from "./support/tools.ts";
 import { builtinProtocols } from "../protocol.ts";
 
 const WELCOME = "<welcome: starting in sum mode>";
@@ -206,14 +207,12 @@ Deno.test("cli: without --allow-net, one line says which flag to add, exit 2", a
 });
 
 Deno.test("cli: deno task lists every task with its description", async () => {
-  const { code, stdout, stderr } = await new Deno.Command("deno", {
-    args: ["task"],
-    cwd: new URL("..", import.meta.url).pathname,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const listing = new TextDecoder().decode(stdout) +
-    new TextDecoder().decode(stderr);
+  // Bounded as the other `deno task` run here (`deno task start -- --version`).
+  const { code, output: listing } = await runDeno(
+    ["task"],
+    new URL("..", import.meta.url).pathname,
+    30000,
+  );
   assert.equal(code, 0, listing);
   const config = JSON.parse(
     await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
@@ -484,11 +483,6 @@ for (const occupant of ["--port", "another program"] as const) {
 }
 
 /** A port that was free a moment ago. */
-function freePort(): number {
-  using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return probe.addr.port;
-}
-
 Deno.test("cli: the shutdown summary counts served and open-at-shutdown apart, in the singular for 1", async () => {
   await using server = await ServerProcess.start(["--port", "0"]);
   // The first has ended for the server too before the shutdown begins.

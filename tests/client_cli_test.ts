@@ -10,7 +10,7 @@ import { parseClientCli } from "../src/client_cli.ts";
 import { cpuSeconds } from "./support/hardening.ts";
 import { WELCOME } from "./support/calc_replies.ts";
 import { ScriptProcess } from "./support/script_process.ts";
-import { freePort } from "./support/haproxy.ts";
+import { freePort } from "./support/tools.ts";
 import { withScriptedServer } from "./support/scripted_server.ts";
 import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import {

@@ -9,54 +9,11 @@
 import assert from "node:assert/strict";
 import { withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
+import { runDeno } from "./support/tools.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const PROBE_TIMEOUT_MS = 30_000;
 const COMPILE_TIMEOUT_MS = 120_000;
-const decoder = new TextDecoder();
-
-/**
- * Runs `deno args...` to completion in `cwd`; kills it after `timeoutMs`.
- * `env` is added to this process's environment; a name set to undefined is
- * removed from it.
- */
-async function runDeno(
-  args: string[],
-  cwd: string,
-  timeoutMs: number,
-  env: Record<string, string | undefined> = {},
-): Promise<{ success: boolean; output: string; timedOut: boolean }> {
-  const controller = new AbortController();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort();
-  }, timeoutMs);
-  const childEnv: Record<string, string> = { ...Deno.env.toObject() };
-  for (const [name, value] of Object.entries({ NO_COLOR: "1", ...env })) {
-    if (value === undefined) delete childEnv[name];
-    else childEnv[name] = value;
-  }
-  try {
-    const result = await new Deno.Command("deno", {
-      args,
-      cwd,
-      clearEnv: true,
-      env: childEnv,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: controller.signal,
-    }).output();
-    return {
-      success: result.success,
-      output: decoder.decode(result.stdout) + decoder.decode(result.stderr),
-      timedOut,
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Compiles a one-line script. Returns undefined when compiling works here,

@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { waitFor, withTimeout } from "./support/deadline.ts";
 import { LineClient } from "./support/line_client.ts";
 import { SHUTTING_DOWN, WELCOME } from "./support/hardening.ts";
-import { toolMissingReason } from "./support/tools.ts";
+import { runDeno, toolMissingReason } from "./support/tools.ts";
 import { parseCli } from "../src/cli.ts";
 import { DEFAULT_TAG } from "../scripts/image.ts";
 
@@ -104,19 +104,12 @@ Deno.test({
     const logs = { text: "" };
     let collecting: Promise<unknown> = Promise.resolve();
     try {
-      const build = await withTimeout(
-        new Deno.Command("deno", {
-          args: ["task", "image", "--tag", tag],
-          cwd: ROOT,
-          env: { NO_COLOR: "1" },
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).output(),
+      const build = await runDeno(
+        ["task", "image", "--tag", tag],
+        ROOT,
         180_000,
-        "deno task image",
       );
-      const said = decoder.decode(build.stdout) + decoder.decode(build.stderr);
+      const said = build.output;
       assert.ok(build.success, said);
       assert.match(said, new RegExp(`^Built ${tag} \\(\\d+ MB\\)`, "m"));
       assert.equal(

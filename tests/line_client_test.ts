@@ -13,7 +13,7 @@ import {
   LineClientError,
   startServer,
 } from "../mod.ts";
-import { freePort } from "./support/haproxy.ts";
+import { freePort } from "./support/tools.ts";
 import { withScriptedServer } from "./support/scripted_server.ts";
 import { delay, waitFor, withTimeout } from "./support/deadline.ts";
 import {

@@ -6,27 +6,18 @@
  * network and uploads nothing.
  */
 import assert from "node:assert/strict";
-import { withTimeout } from "./support/deadline.ts";
+import { runDeno } from "./support/tools.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
 /** The project-relative paths `deno publish --dry-run` lists. */
 async function dryRunFiles(): Promise<string[]> {
-  const output = await withTimeout(
-    new Deno.Command("deno", {
-      args: ["publish", "--dry-run", "--allow-dirty"],
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output(),
+  const { success, output: text } = await runDeno(
+    ["publish", "--dry-run", "--allow-dirty"],
+    ROOT,
     120_000,
-    "deno publish --dry-run",
   );
-  const text = new TextDecoder().decode(output.stdout) +
-    new TextDecoder().decode(output.stderr);
-  assert.ok(output.success, `deno publish --dry-run failed:\n${text}`);
+  assert.ok(success, `deno publish --dry-run failed:\n${text}`);
   const root = new URL("..", import.meta.url).href;
   return [...text.matchAll(/^\s+(file:\/\/\S+)/gm)].map((m) =>
     m[1].slice(root.length)

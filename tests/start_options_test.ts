@@ -4,11 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer } from "../mod.ts";
-
-function freePort(): number {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return (listener.addr as Deno.NetAddr).port;
-}
+import { freePort } from "./support/tools.ts";
 
 const BAD_OPTIONS: [
   string,

@@ -7,7 +7,8 @@
  */
 import { withTimeout } from "./deadline.ts";
 import { httpGet } from "./admin_client.ts";
-import { toolMissingReason } from "./tools.ts";
+import { ProcessOutput } from "./process_output.ts";
+import { freePort, toolMissingReason } from "./tools.ts";
 
 /** Absolute path of the project's HAProxy configuration. */
 export const HAPROXY_CONFIG =
@@ -16,15 +17,6 @@ export const HAPROXY_CONFIG =
 /** Why HAProxy tests cannot run here, or `undefined` if they can. */
 export function haproxyMissingReason(): Promise<string | undefined> {
   return toolMissingReason("haproxy", ["-v"], "haproxy");
-}
-
-/**
- * A loopback port that was free a moment ago (bound, read, released). For
- * processes whose port must be known before they start.
- */
-export function freePort(): number {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return (listener.addr as Deno.NetAddr).port;
 }
 
 /** `n` distinct ports that were free a moment ago. */
@@ -39,24 +31,13 @@ export class HaproxyProcess {
   readonly child: Deno.ChildProcess;
   /** Port of the stats page (`/stats;csv`). */
   readonly statsPort: number;
-  #output = "";
-  #done: Promise<unknown>;
-  #exited: Deno.CommandStatus | undefined;
+  /** What HAProxy writes, and its exit. */
+  readonly #output: ProcessOutput;
 
   private constructor(child: Deno.ChildProcess, statsPort: number) {
     this.child = child;
     this.statsPort = statsPort;
-    const collect = async (stream: ReadableStream<Uint8Array>) => {
-      const decoder = new TextDecoder();
-      for await (const chunk of stream) {
-        this.#output += decoder.decode(chunk, { stream: true });
-      }
-    };
-    this.#done = Promise.all([
-      collect(child.stdout),
-      collect(child.stderr),
-      child.status.then((status) => this.#exited = status),
-    ]);
+    this.#output = new ProcessOutput(child, "haproxy");
   }
 
   /**
@@ -81,7 +62,7 @@ export class HaproxyProcess {
     try {
       const deadline = Date.now() + timeoutMs;
       while (true) {
-        if (haproxy.#exited) throw new Error("haproxy exited at start");
+        if (haproxy.#output.exited) throw new Error("haproxy exited at start");
         try {
           await haproxy.serverStatuses();
           return haproxy;
@@ -96,9 +77,9 @@ export class HaproxyProcess {
     }
   }
 
-  /** Everything HAProxy wrote (its log goes to stdout). */
+  /** Everything HAProxy wrote: its stdout (its log), then its stderr. */
   get output(): string {
-    return this.#output;
+    return this.#output.stdout + this.#output.stderr;
   }
 
   /** `backend/server` → status (`UP`, `DOWN`, `UP 1/2`, ...) from `/stats;csv`. */
@@ -134,26 +115,26 @@ export class HaproxyProcess {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     throw new Error(
-      `Timed out after ${timeoutMs} ms waiting for HAProxy to see ${server} ${status} (last: ${last})\n${this.#output}`,
+      `Timed out after ${timeoutMs} ms waiting for HAProxy to see ${server} ${status} (last: ${last})\n${this.output}`,
     );
   }
 
   /** Stops HAProxy (SIGTERM, then SIGKILL) by its PID and reaps it. */
   async stop(): Promise<void> {
     for (const signal of ["SIGTERM", "SIGKILL"] as const) {
-      if (this.#exited) break;
+      if (this.#output.exited) break;
       try {
         this.child.kill(signal);
       } catch {
         // It exited between the check and the kill.
       }
       try {
-        await withTimeout(this.#done, 3000, "haproxy exit");
+        await withTimeout(this.#output.ended, 3000, "haproxy exit");
       } catch {
         // Escalate.
       }
     }
-    await withTimeout(this.#done, 3000, "haproxy exit");
+    await withTimeout(this.#output.ended, 3000, "haproxy exit");
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

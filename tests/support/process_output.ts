@@ -101,6 +101,14 @@ export class ProcessOutput {
     }
   }
 
+  /**
+   * Settles once the process has exited and its output is read to the end,
+   * with no bound of its own: for a caller that bounds the two as one.
+   */
+  get ended(): Promise<Deno.CommandStatus> {
+    return Promise.all([this.#status, this.#done]).then(([status]) => status);
+  }
+
   /** Waits for the process to exit and for its output to be read to the end. */
   async waitForExit(timeoutMs: number): Promise<Deno.CommandStatus> {
     const status = await withTimeout(

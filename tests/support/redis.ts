@@ -5,8 +5,9 @@
  *
  * @module
  */
-import { withTimeout } from "./deadline.ts";
-import { freePort } from "./haproxy.ts";
+import { pollUntil, withTimeout } from "./deadline.ts";
+import { freePort } from "./tools.ts";
+import { ProcessOutput } from "./process_output.ts";
 import { toolMissingReason } from "./tools.ts";
 
 /** Why Redis tests cannot run here, or `undefined` if they can. */
@@ -17,9 +18,8 @@ export function redisMissingReason(): Promise<string | undefined> {
 /** A `redis-server` child process on 127.0.0.1. */
 export class RedisProcess {
   readonly port: number;
-  #child: Deno.ChildProcess | undefined;
-  #output = "";
-  #done: Promise<unknown> = Promise.resolve();
+  /** The running child, and what it writes. */
+  #running: { child: Deno.ChildProcess; output: ProcessOutput } | undefined;
 
   private constructor(port: number) {
     this.port = port;
@@ -37,14 +37,9 @@ export class RedisProcess {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  /** Everything Redis wrote. */
-  get output(): string {
-    return this.#output;
-  }
-
   /** Starts Redis (again) on its port, empty, and waits until it answers PING. */
   async restart(timeoutMs = 10000): Promise<void> {
-    if (this.#child !== undefined) throw new Error("Redis is running");
+    if (this.#running !== undefined) throw new Error("Redis is running");
     const child = new Deno.Command("redis-server", {
       args: [
         "--port",
@@ -60,25 +55,15 @@ export class RedisProcess {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    this.#child = child;
-    const collect = async (stream: ReadableStream<Uint8Array>) => {
-      const decoder = new TextDecoder();
-      for await (const chunk of stream) {
-        this.#output += decoder.decode(chunk, { stream: true });
-      }
-    };
-    this.#done = Promise.all([
-      collect(child.stdout),
-      collect(child.stderr),
-      child.status,
-    ]);
-    const deadline = Date.now() + timeoutMs;
-    while (!(await this.ping())) {
-      if (Date.now() > deadline) {
-        await this.stop();
-        throw new Error(`redis-server did not answer:\n${this.#output}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 25));
+    const output = new ProcessOutput(child, "redis-server");
+    this.#running = { child, output };
+    try {
+      await pollUntil("PING", () => this.ping(), (pong) => pong, timeoutMs);
+    } catch {
+      await this.stop();
+      throw new Error(
+        `redis-server did not answer:\n${output.stdout}${output.stderr}`,
+      );
     }
   }
 
@@ -111,15 +96,15 @@ export class RedisProcess {
 
   /** Stops Redis by its PID (SIGKILL: no goodbye to its clients) and reaps it. */
   async stop(): Promise<void> {
-    const child = this.#child;
-    if (child === undefined) return;
+    if (this.#running === undefined) return;
+    const { child, output } = this.#running;
     try {
       child.kill("SIGKILL");
     } catch {
       // It has exited already.
     }
-    await withTimeout(this.#done, 5000, "redis-server exit");
-    this.#child = undefined;
+    await withTimeout(output.ended, 5000, "redis-server exit");
+    this.#running = undefined;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

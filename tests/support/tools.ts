@@ -1,5 +1,5 @@
 /**
- * External programs some tests drive for real (openssl, haproxy, sh). A
+ * External programs some tests drive for real (openssl, haproxy, sh, deno). A
  * test whose program is missing is registered as ignored, with this reason;
  * a program that fails is an error that says what it was for.
  *
@@ -64,4 +64,83 @@ export async function runTool(what: string, argv: string[]): Promise<string> {
     );
   }
   return decoder.decode(stdout);
+}
+
+/** How a {@linkcode runDeno} run ended, and what it wrote. */
+export interface DenoRun {
+  success: boolean;
+  /** Its exit code (128 + the signal's number when killed). */
+  code: number;
+  /** Its stdout followed by its stderr. */
+  output: string;
+  /** True if it was killed for running longer than its bound. */
+  timedOut: boolean;
+}
+
+/**
+ * Runs `deno args...` to completion in `cwd` with `NO_COLOR=1`; kills it
+ * after `timeoutMs`. `env` is added to this process's environment; a name set
+ * to undefined is removed from it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { runDeno } from "./tools.ts";
+ *
+ * const run = await runDeno(["eval", "console.log(1)"], ".", 30_000);
+ * assert.deepEqual(run, {
+ *   success: true,
+ *   code: 0,
+ *   output: "1\n",
+ *   timedOut: false,
+ * });
+ * ```
+ */
+export async function runDeno(
+  args: string[],
+  cwd: string,
+  timeoutMs: number,
+  env: Record<string, string | undefined> = {},
+): Promise<DenoRun> {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, timeoutMs);
+  const childEnv: Record<string, string> = { ...Deno.env.toObject() };
+  for (const [name, value] of Object.entries({ NO_COLOR: "1", ...env })) {
+    if (value === undefined) delete childEnv[name];
+    else childEnv[name] = value;
+  }
+  try {
+    const result = await new Deno.Command("deno", {
+      args,
+      cwd,
+      clearEnv: true,
+      env: childEnv,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: controller.signal,
+    }).output();
+    const decoder = new TextDecoder();
+    return {
+      success: result.success,
+      code: result.code,
+      output: decoder.decode(result.stdout) + decoder.decode(result.stderr),
+      timedOut,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A loopback port that was free a moment ago (bound, read, released). For
+ * processes whose port must be known before they start.
+ */
+export function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return (listener.addr as Deno.NetAddr).port;
 }
